@@ -1,0 +1,1 @@
+"""The farm: specs, manifests, window engine, Serve app, media, CLI."""

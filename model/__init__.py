@@ -1,0 +1,1 @@
+"""Latent video diffusion model."""
