@@ -1,1 +1,102 @@
-"""Latent video diffusion model."""
+"""A latent video diffusion model in plain PyTorch (never imports farm or ray).
+
+import model
+m = model.load("tiny")                       # preset, local dir or fsspec URL
+cond = m.encode_text(["a red bottle", ""])   # any script; "" is unconditional
+v = m.velocity(x, t, cond)                   # x [B, C, T, H, W], t [B] in [0, 1]
+video = m.decode(z)                          # uint8 [B, F, H*8, W*8, 3]
+noise = model.noise(shape, seed)             # same on every device and layout
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from model.checkpoint import CheckpointError, check_state, read_header, read_state, save_checkpoint
+from model.config import PRESETS, ModelConfig, get_preset
+from model.text import TextCond
+from model.video import VideoModel
+
+__all__ = [
+    "PRESETS",
+    "CheckpointError",
+    "ModelConfig",
+    "TextCond",
+    "VideoModel",
+    "build",
+    "load",
+    "noise",
+    "save",
+    "shipped_weights",
+]
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Standard normal noise drawn on the CPU from its own generator.
+
+    The same seed gives the same tensor on every device and every executor layout: move
+    it to the model's device after drawing, never draw there.
+    """
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
+
+
+def build(
+    config: ModelConfig | str,
+    *,
+    zero_init: bool = True,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> VideoModel:
+    """A freshly initialised model (deterministic from `config.seed`); `meta` allocates nothing."""
+    if isinstance(config, str):
+        config = get_preset(config)
+    if torch.device(device).type == "meta":
+        with torch.device("meta"):
+            return VideoModel(config, zero_init=zero_init)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        m = VideoModel(config, zero_init=zero_init)
+    return m.to(device=device, dtype=dtype).eval()
+
+
+def save(m: VideoModel, url: str, meta: dict | None = None) -> str:
+    """Save weights + config to a directory or fsspec URL; returns the weights sha256."""
+    return save_checkpoint(m, url, meta)
+
+
+def shipped_weights(name: str) -> Path | None:
+    """The directory of the trained checkpoint shipped for preset `name`, if there is one."""
+    path = WEIGHTS_DIR / name
+    return path if (path / "config.json").exists() else None
+
+
+def load(
+    name_or_url: str,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> VideoModel:
+    """Load a model by preset name or checkpoint URL (local dir, memory://, s3://, ...).
+
+    A preset loads its shipped trained weights when the package has them; otherwise it is
+    a random init (not adaLN-Zero, so every output depends on its inputs), which is what
+    plumbing tests and benchmarks need.
+    """
+    if name_or_url in PRESETS:
+        shipped = shipped_weights(name_or_url)
+        if shipped is None:
+            return build(name_or_url, zero_init=False, device=device, dtype=dtype)
+        name_or_url = str(shipped)
+    header = read_header(name_or_url)
+    with torch.device("meta"):
+        m = VideoModel(header["config"])
+    state = read_state(name_or_url, header)
+    check_state(m, state, name_or_url)
+    m.load_state_dict(state, assign=True)
+    m.weights_sha256 = header["weights_sha256"]
+    return m.to(device=device, dtype=dtype).eval()

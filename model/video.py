@@ -1,0 +1,160 @@
+"""`VideoModel`: the VAE, text encoder and transformer behind one checked interface.
+
+This is the object the farm holds: `latent_shape`, `encode_text`, `velocity`
+(batched or packed), `decode` and `encode`. Every input from outside is checked here and
+gets a ValueError naming the rule, never a stack trace from deep inside torch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from model.config import ModelConfig
+from model.dit import DiT
+from model.text import TextCond, TextEncoder
+from model.vae import CausalVideoVAE
+
+
+def check_frames(frames: int) -> int:
+    """Latent frames for `frames` pixel frames, which must be of the form 4n+1."""
+    if not isinstance(frames, int) or frames < 1 or (frames - 1) % 4:
+        raise ValueError(f"frames must be of the form 4n+1 (1, 5, 9, ...), got {frames!r}")
+    return (frames - 1) // 4 + 1
+
+
+class VideoModel(nn.Module):
+    """A latent video diffusion model: text → velocity in latent space → pixels."""
+
+    def __init__(self, config: ModelConfig, zero_init: bool = True):
+        super().__init__()
+        self.config = config
+        self.vae = CausalVideoVAE(config)
+        self.text = TextEncoder(config)
+        self.dit = DiT(config)
+        self.dit.init_weights(zero_init=zero_init)
+
+    # --- shapes ----------------------------------------------------------------------
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    @property
+    def vae_stride(self) -> tuple[int, int, int]:
+        return self.config.vae_stride
+
+    @property
+    def device(self) -> torch.device:
+        return self.dit.head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.dit.head.weight.dtype
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(C, T, H, W) of the latent for a video of `frames` x `height` x `width` pixels."""
+        T = check_frames(frames)
+        m = self.config.pixel_multiple
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value < m or value % m:
+                raise ValueError(f"{name} must be a positive multiple of {m}, got {value!r}")
+        s = self.vae_stride
+        return (self.latent_channels, T, height // s[1], width // s[2])
+
+    # --- text ------------------------------------------------------------------------
+    def encode_text(self, prompts: list[str]) -> TextCond:
+        """Encode prompts in any script; "" is the unconditional prompt."""
+        with torch.no_grad():
+            cond = self.text.encode(list(prompts) if not isinstance(prompts, str) else prompts)
+        return cond.to(dtype=self.dtype)
+
+    # --- velocity --------------------------------------------------------------------
+    def _check_latent(self, x: Tensor, name: str, batched: bool = True) -> None:
+        dims = "[B, C, T, H, W]" if batched else "[C, T, H, W]"
+        if not isinstance(x, Tensor) or x.ndim != (5 if batched else 4):
+            raise ValueError(f"{name} must be a tensor of shape {dims}, got {_describe(x)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be floating point, got {x.dtype}")
+        if x.device != self.device:
+            raise ValueError(f"{name} is on {x.device} but the model is on {self.device}")
+        C, _, H, W = x.shape[-4:]
+        if self.latent_channels != C:
+            raise ValueError(f"{name} must have {self.latent_channels} channels, got {C}")
+        ph, pw = self.config.patch_size[1:]
+        if H % ph or W % pw:
+            raise ValueError(f"{name} latent height/width must be multiples of {ph}, got {H}x{W}")
+
+    def _check_t(self, t: Tensor | float, batch: int) -> Tensor:
+        t = torch.as_tensor(t, dtype=torch.float32, device=self.device)
+        if t.ndim == 0:
+            t = t.expand(batch)
+        if t.shape != (batch,):
+            raise ValueError(f"t must be a scalar or have shape [{batch}], got {tuple(t.shape)}")
+        if bool((t < 0).any() or (t > 1).any()):
+            raise ValueError("t must lie in [0, 1]")
+        return t
+
+    def _check_cond(self, cond: TextCond, batch: int) -> TextCond:
+        if not isinstance(cond, TextCond):
+            raise ValueError(f"cond must be a TextCond from encode_text, got {type(cond)}")
+        if len(cond) == 1 and batch > 1:
+            cond = TextCond(cond.emb.expand(batch, -1, -1), cond.mask.expand(batch, -1))
+        if len(cond) != batch:
+            raise ValueError(f"cond has {len(cond)} prompts for a batch of {batch}")
+        return cond.to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def velocity(self, x: Tensor, t: Tensor | float, cond: TextCond) -> Tensor:
+        """Flow-matching velocity of latents x [B, C, T, H, W] at per-sample times t [B]."""
+        self._check_latent(x, "x")
+        B = x.shape[0]
+        return self.dit(x.to(self.dtype), self._check_t(t, B), self._check_cond(cond, B))
+
+    @torch.no_grad()
+    def velocity_packed(self, xs: list[Tensor], t: Tensor, cond: TextCond) -> list[Tensor]:
+        """Velocity of clips of different shapes [C, T_i, H_i, W_i] in one packed forward."""
+        if not xs:
+            raise ValueError("xs must hold at least one latent clip")
+        for i, x in enumerate(xs):
+            self._check_latent(x, f"xs[{i}]", batched=False)
+        N = len(xs)
+        return self.dit.forward_packed(
+            [x.to(self.dtype) for x in xs], self._check_t(t, N), self._check_cond(cond, N)
+        )
+
+    # --- pixels ----------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, z: Tensor) -> Tensor:
+        """Latents z [B, C, T, H, W] → uint8 video [B, F, 8H, 8W, 3], F = 4(T-1)+1."""
+        self._check_latent(z, "z")
+        return to_uint8(self.vae.decode(z.to(self.dtype)))
+
+    @torch.no_grad()
+    def decode_chunk(self, z: Tensor, start: int, stop: int) -> Tensor:
+        """The uint8 frames of latent frames [start, stop), decoded with just enough context."""
+        self._check_latent(z, "z")
+        return to_uint8(self.vae.decode_chunk(z.to(self.dtype), start, stop))
+
+    @torch.no_grad()
+    def encode(self, video: Tensor) -> Tensor:
+        """uint8 video [B, F, H, W, 3] (F = 4n+1) → latents [B, C, T, H/8, W/8]."""
+        if not isinstance(video, Tensor) or video.ndim != 5 or video.shape[-1] != 3:
+            raise ValueError(f"video must be uint8 [B, F, H, W, 3], got {_describe(video)}")
+        if video.dtype != torch.uint8:
+            raise ValueError(f"video must be uint8, got {video.dtype}")
+        x = video.to(self.device).permute(0, 4, 1, 2, 3)  # (B, 3, F, H, W)
+        x = x.to(self.dtype) / 127.5 - 1.0
+        return self.vae.encode(x)
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """VAE output [B, 3, F, H, W] in [-1, 1] → uint8 [B, F, H, W, 3]."""
+    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 4, 1).contiguous()  # (B, F, H, W, 3)
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, Tensor):
+        return f"shape {tuple(x.shape)} {x.dtype}"
+    return type(x).__name__
