@@ -70,11 +70,12 @@ class Provenance(BaseModel):
         return value.astimezone(UTC)
 
     def to_metadata(self) -> dict[str, str]:
-        """MP4 tags: the full record as JSON under `provenance`, plus a readable `comment`."""
+        """MP4 tags: the record (less created_at) as JSON under `provenance`, and a `comment`."""
         comment = (
             f"{self.model} seed={self.seed} campaign={self.campaign_id} variant={self.variant_id}"
         )
-        return {"provenance": self.model_dump_json(), "comment": comment}
+        # created_at stays in the sidecar only: the same request must give the same bytes.
+        return {"provenance": self.model_dump_json(exclude={"created_at"}), "comment": comment}
 
     @classmethod
     def from_metadata(cls, tags: dict[str, str]) -> Provenance:

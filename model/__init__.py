@@ -16,6 +16,7 @@ import torch
 
 from model.checkpoint import CheckpointError, check_state, read_header, read_state, save_checkpoint
 from model.config import PRESETS, ModelConfig, get_preset
+from model.generate import generate, generate_latents, noise
 from model.text import TextCond
 from model.video import VideoModel
 
@@ -26,6 +27,8 @@ __all__ = [
     "TextCond",
     "VideoModel",
     "build",
+    "generate",
+    "generate_latents",
     "load",
     "noise",
     "save",
@@ -33,16 +36,6 @@ __all__ = [
 ]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-
-
-def noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """Standard normal noise drawn on the CPU from its own generator.
-
-    The same seed gives the same tensor on every device and every executor layout: move
-    it to the model's device after drawing, never draw there.
-    """
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
 
 
 def build(

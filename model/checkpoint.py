@@ -49,12 +49,17 @@ def _write_atomic(fs, path: str, data: bytes) -> None:
             fs.rm(tmp)
 
 
+def state_bytes(model: torch.nn.Module) -> bytes:
+    """The model's state dict serialised as safetensors (what `save_checkpoint` writes)."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    return st_save(state)
+
+
 def save_checkpoint(model: torch.nn.Module, url: str, meta: dict[str, Any] | None = None) -> str:
     """Write `model` (a VideoModel) to the directory `url`; returns the weights sha256."""
     fs, root = fsspec.core.url_to_fs(url)
     fs.makedirs(root, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    data = st_save(state)
+    data = state_bytes(model)
     digest = hashlib.sha256(data).hexdigest()
     _write_atomic(fs, _join(root, WEIGHTS_FILE), data)
     header = {

@@ -46,12 +46,21 @@ class Layout:
             )
         return {}, {"kv_mask": text_mask}
 
-    def per_token(self, x: Tensor) -> Tensor:
-        """Per-clip values [N, ...] → broadcastable per-token values [B, L or 1, ...]."""
-        if self.packed:
-            counts = torch.tensor(self.seqlens, device=x.device)
-            return x.repeat_interleave(counts, dim=0)[None]  # (1, ΣL, ...)
-        return x[:, None]  # (B, 1, ...)
+    def affine(self, h: Tensor, mul: Tensor, add: Tensor | None = None) -> Tensor:
+        """h * mul + add with per-clip mul/add [N, D], without per-token copies of them."""
+        if not self.packed:
+            mul = mul[:, None]  # (B, 1, D)
+            return h * mul if add is None else torch.addcmul(add[:, None], h, mul)
+        out = torch.empty_like(h)  # (1, ΣL, D)
+        start = 0
+        for i, n in enumerate(self.seqlens):
+            seg, dst = h[:, start : start + n], out[:, start : start + n]
+            if add is None:
+                torch.mul(seg, mul[i], out=dst)
+            else:
+                torch.addcmul(add[i], seg, mul[i], out=dst)
+            start += n
+        return out
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -155,14 +164,16 @@ class Block(nn.Module):
         # Per-block offset added to the shared timestep modulation (as in Wan).
         self.modulation = nn.Parameter(torch.zeros(6, D))
 
-    def forward(self, x: Tensor, mod: Tensor, text: Tensor, rope, self_kw, cross_kw) -> Tensor:
-        # mod: (B, L or 1, 6, D) float32; norms and modulation in float32, cast back.
-        shift1, scale1, gate1, shift2, scale2, gate2 = (mod + self.modulation.float()).unbind(2)
-        h = self.norm1(x.float()) * (1 + scale1) + shift1
-        x = x + (self.attn(h.type_as(x), rope, self_kw).float() * gate1).type_as(x)
+    def forward(
+        self, x: Tensor, mod: Tensor, text: Tensor, rope, layout: Layout, self_kw, cross_kw
+    ) -> Tensor:
+        # mod: (N, 6, D) float32 per clip; norms and modulation in float32, cast back.
+        shift1, scale1, gate1, shift2, scale2, gate2 = (mod + self.modulation.float()).unbind(1)
+        h = layout.affine(self.norm1(x.float()), 1 + scale1, shift1)
+        x = x + layout.affine(self.attn(h.type_as(x), rope, self_kw).float(), gate1).type_as(x)
         x = x + self.cross(self.norm_cross(x.float()).type_as(x), text, cross_kw)
-        h = self.norm2(x.float()) * (1 + scale2) + shift2
-        return x + (self.mlp(h.type_as(x)).float() * gate2).type_as(x)
+        h = layout.affine(self.norm2(x.float()), 1 + scale2, shift2)
+        return x + layout.affine(self.mlp(h.type_as(x)).float(), gate2).type_as(x)
 
 
 class DiT(nn.Module):
@@ -234,15 +245,14 @@ class DiT(nn.Module):
         D = self.config.dim
         x = self.patch_embed(tokens)  # (B, L, D)
         temb = self.time_embed(timestep_embedding(t, self.config.freq_dim).to(x.dtype))  # (N, D)
-        mod = layout.per_token(self.time_proj(temb).float().view(-1, 6, D))  # (B, L|1, 6, D)
+        mod = self.time_proj(temb).float().view(-1, 6, D)  # (N, 6, D)
         text = self.text_embed(text)  # (B, Lt, D)
         rope = rope_tables(layout, self.config.head_dim, self.config.rope_theta, x.device)
         self_kw, cross_kw = layout.attn_kwargs(text_mask)
         for block in self.blocks:
-            x = block(x, mod, text, rope, self_kw, cross_kw)
-        head_mod = layout.per_token(temb.float()[:, None] + self.head_modulation.float())
-        shift, scale = head_mod.unbind(-2)  # (B, L|1, D)
-        x = self.norm_out(x.float()) * (1 + scale) + shift
+            x = block(x, mod, text, rope, layout, self_kw, cross_kw)
+        shift, scale = (temb.float()[:, None] + self.head_modulation.float()).unbind(1)  # (N, D)
+        x = layout.affine(self.norm_out(x.float()), 1 + scale, shift)
         return self.head(x.type_as(tokens))  # (B, L, patch_dim)
 
     def forward(self, x: Tensor, t: Tensor, cond: TextCond) -> Tensor:

@@ -7,10 +7,13 @@ gets a ValueError naming the rule, never a stack trace from deep inside torch.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from model.checkpoint import state_bytes
 from model.config import ModelConfig
 from model.dit import DiT
 from model.text import TextCond, TextEncoder
@@ -34,6 +37,13 @@ class VideoModel(nn.Module):
         self.text = TextEncoder(config)
         self.dit = DiT(config)
         self.dit.init_weights(zero_init=zero_init)
+        self.weights_sha256: str | None = None  # set by model.load from the checkpoint
+
+    def weights_digest(self) -> str:
+        """sha256 of the weights (from the checkpoint, or computed once for a fresh init)."""
+        if self.weights_sha256 is None:
+            self.weights_sha256 = hashlib.sha256(state_bytes(self)).hexdigest()
+        return self.weights_sha256
 
     # --- shapes ----------------------------------------------------------------------
     @property

@@ -89,16 +89,19 @@ def _toy_velocity(seen: list[Tensor] | None = None):
 @pytest.mark.parametrize("sampler", [euler, heun])
 def test_per_sample_schedules_match_running_alone(sampler):
     shifts, steps = [1.0, 3.0, 0.5], 7
-    x = torch.randn(3, 2, 3, 4, 5, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(4, 2, 3, 4, 5, generator=torch.Generator().manual_seed(1))
     schedules = [flow_timesteps(steps, s) for s in shifts]
+    # A window that stops short of t = 0: its last step is a full Heun step while the others'
+    # last steps (to t = 0) are Euler steps.
+    schedules.append(torch.linspace(0.9, 0.3, steps + 1))
     seen: list[Tensor] = []
     batched = sampler(_toy_velocity(seen), x, torch.stack(schedules, dim=1))
     for b, ts in enumerate(schedules):
         alone = sampler(_toy_velocity(), x[b : b + 1], ts)
         torch.testing.assert_close(batched[b : b + 1], alone, atol=1e-6, rtol=0)
-    assert seen and all(t.shape == (3,) for t in seen)
+    assert seen and all(t.shape == (4,) for t in seen)
     # Mid-schedule, each element really sits at its own time.
-    assert len(set(seen[1].tolist())) == 3
+    assert len(set(seen[1].tolist())) == 4
 
 
 @pytest.mark.parametrize("sampler", [euler, heun])
