@@ -1,0 +1,210 @@
+"""The window engine: the sampling loop of one video, independent of where the model runs.
+
+A long latent video is cut along time into overlapping windows (`farm.windows`). At each
+step every window becomes a stateless `WindowStep` (its latent slice, t, its prompt); an
+`Executor` returns their velocities, from any number of model replicas; the engine
+applies guidance per window, blends the windows with their weights and takes the sampler
+step on the whole latent. Because window-steps carry everything they need, a lost
+replica's work is simply sent again, and window-steps of many videos can share a forward.
+
+`sync_every=k` lets each window take k Euler steps on its own between fusions (fewer
+exchanges, weaker seams). With k = 1, blending the windows' latents after a step equals
+blending their velocities, so the plain samplers of `model.sampling` drive the engine.
+
+For a velocity function that does not mix frames in time, windowed sampling equals
+unwindowed sampling exactly: every window computes the same velocity for a shared frame,
+and the weights at each frame sum to 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor
+
+from farm.windows import WindowPlan
+from model.generate import SAMPLERS, noise
+from model.sampling import euler_step, flow_timesteps
+
+
+class Segment(BaseModel):
+    """One shot of a storyboard: a prompt for the time range [start, end) in seconds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: float = Field(ge=0, description="Start of the shot in seconds.")
+    end: float = Field(gt=0, description="End of the shot in seconds (exclusive).")
+    prompt: str = Field(min_length=1, description="What this shot shows.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Segment:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+
+class VideoJob(BaseModel):
+    """Everything the engine needs to sample and decode one video."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt: str = Field(description="The prompt, used where no storyboard segment applies.")
+    storyboard: tuple[Segment, ...] = Field((), description="Timed prompts (multi-shot).")
+    negative_prompt: str = Field("", description="What guidance steers away from.")
+    frames: int = Field(17, ge=1, description="Pixel frames, of the form 4n+1.")
+    height: int = Field(144, ge=16, description="Pixel height, a multiple of 16.")
+    width: int = Field(256, ge=16, description="Pixel width, a multiple of 16.")
+    fps: int = Field(24, ge=1, description="Frames per second (maps storyboard times).")
+    steps: int = Field(20, ge=1, description="Denoising steps.")
+    guidance: float = Field(4.0, ge=1, description="Classifier-free guidance (1 = off).")
+    shift: float = Field(3.0, gt=0, description="Flow-matching timestep shift.")
+    seed: int = Field(0, ge=0, description="Noise seed; the same seed gives the same video.")
+    sampler: str = Field("euler", description="euler or heun (heun needs sync_every=1).")
+    window: int = Field(16, ge=1, description="Window length in latent frames.")
+    overlap: int = Field(4, ge=0, description="Overlap of consecutive windows (latent frames).")
+    ramp: str = Field("cosine", description="Blend ramp across overlaps: flat, linear, cosine.")
+    sync_every: int = Field(1, ge=1, description="Steps each window takes between fusions.")
+    decode_chunk: int = Field(16, ge=1, description="Latent frames per parallel decode chunk.")
+
+    @model_validator(mode="after")
+    def _check(self) -> VideoJob:
+        if (self.frames - 1) % 4:
+            raise ValueError(f"frames must be of the form 4n+1, got {self.frames}")
+        if self.overlap >= self.window:
+            raise ValueError(
+                f"overlap ({self.overlap}) must be smaller than window ({self.window})"
+            )
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {self.sampler!r}")
+        if self.sampler != "euler" and self.sync_every != 1:
+            raise ValueError("sync_every > 1 needs the euler sampler")
+        return self
+
+    @property
+    def latent_frames(self) -> int:
+        return (self.frames - 1) // 4 + 1
+
+    def plan(self) -> WindowPlan:
+        """The window plan over this video's latent frames."""
+        T = self.latent_frames
+        window = min(self.window, T)  # a short video is one window
+        return WindowPlan.make(T, window, min(self.overlap, window - 1), self.ramp)
+
+    def window_prompts(self, plan: WindowPlan) -> list[str]:
+        """The prompt of each window: the storyboard shot at the window's middle frame."""
+        prompts = []
+        for start, stop in plan.windows:
+            middle = max(0, 4 * ((start + stop - 1) / 2) - 3) / self.fps  # seconds
+            shot = next((s for s in self.storyboard if s.start <= middle < s.end), None)
+            prompts.append(shot.prompt if shot else self.prompt)
+        return prompts
+
+
+@dataclass(frozen=True)
+class WindowStep:
+    """One stateless unit of work: the velocity of one window's latent at time t."""
+
+    x: Tensor  # (C, T_w, H, W) latent slice
+    t: float
+    prompt: str
+    key: tuple = field(default=(), compare=False)  # (video, window, branch), for tracing
+
+
+class Executor(Protocol):
+    """Where window-steps run: in-process, on a Ray actor pool, or on a Serve pool."""
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(C, T, H, W) of the latent for a video of this size."""
+        ...
+
+    def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
+        """The velocity of every window-step, in order."""
+        ...
+
+    def decode_chunks(self, z: Tensor, chunks: list[tuple[int, int]]) -> list[Tensor]:
+        """uint8 frames [F_i, H, W, 3] of each latent chunk [start, stop) of z [1, C, T, H, W]."""
+        ...
+
+
+def guided_velocities(
+    executor: Executor, xs: list[Tensor], t: float, prompts: list[str], job: VideoJob, video=""
+) -> list[Tensor]:
+    """Velocity of each window latent [1, C, T_w, H, W], with CFG applied per window."""
+    steps = [
+        WindowStep(x[0], t, p, (video, i, "cond"))
+        for i, (x, p) in enumerate(zip(xs, prompts, strict=True))
+    ]
+    if job.guidance != 1:
+        steps += [
+            WindowStep(x[0], t, job.negative_prompt, (video, i, "uncond")) for i, x in enumerate(xs)
+        ]
+    vs = executor.velocities(steps)
+    n = len(xs)
+    if job.guidance == 1:
+        return [v[None] for v in vs]
+    return [(vs[n + i] + job.guidance * (vs[i] - vs[n + i]))[None] for i in range(n)]
+
+
+def blend(parts: list[Tensor], plan: WindowPlan) -> Tensor:
+    """Σ_i w_i · part_i over the whole latent: parts are [1, C, T_w, H, W] window tensors."""
+    first = parts[0]
+    out = torch.zeros((*first.shape[:2], plan.length, *first.shape[3:]), dtype=first.dtype)
+    for (start, stop), part, w in zip(plan.windows, parts, plan.weights, strict=True):
+        out[:, :, start:stop] += part * w[start:stop].view(1, 1, -1, 1, 1).to(part.dtype)
+    return out
+
+
+def sample_latents(
+    executor: Executor,
+    job: VideoJob,
+    *,
+    video: str = "",
+    callback: Callable[[int, Tensor, Tensor], None] | None = None,
+) -> Tensor:
+    """Sample the latent video [1, C, T, H, W] of `job` window by window."""
+    shape = (1, *executor.latent_shape(job.frames, job.height, job.width))
+    x = noise(shape, job.seed)  # drawn once for the whole video: identical on any layout
+    plan = job.plan()
+    prompts = job.window_prompts(plan)
+    ts = flow_timesteps(job.steps, job.shift)
+
+    def windows(x: Tensor) -> list[Tensor]:
+        return [x[:, :, a:b] for a, b in plan.windows]
+
+    if job.sync_every == 1:
+
+        def velocity(x: Tensor, t: Tensor) -> Tensor:
+            return blend(
+                guided_velocities(executor, windows(x), float(t[0]), prompts, job, video), plan
+            )
+
+        return SAMPLERS[job.sampler](velocity, x, ts, callback=callback)
+
+    for first in range(0, job.steps, job.sync_every):
+        last = min(first + job.sync_every, job.steps) - 1
+        parts = windows(x)
+        for i in range(first, last + 1):
+            vs = guided_velocities(executor, parts, float(ts[i]), prompts, job, video)
+            parts = [euler_step(p, v, ts[i], ts[i + 1]) for p, v in zip(parts, vs, strict=True)]
+            if i == last:
+                x = blend(parts, plan)  # fusion: the overlaps agree again
+            if callback is not None:  # between fusions x is the last fused latent
+                callback(i, x, ts[i + 1].expand(1))
+    return x
+
+
+def decode_video(executor: Executor, z: Tensor, chunk: int) -> Tensor:
+    """uint8 frames [F, H, W, 3] of z [1, C, T, H, W], decoded in parallel latent chunks."""
+    T = z.shape[2]
+    chunks = [(a, min(a + chunk, T)) for a in range(0, T, chunk)]
+    return torch.cat(executor.decode_chunks(z, chunks), dim=0)
+
+
+def render(executor: Executor, job: VideoJob, *, video: str = "", callback=None) -> Tensor:
+    """Sample and decode one video: uint8 frames [F, H, W, 3]."""
+    z = sample_latents(executor, job, video=video, callback=callback)
+    return decode_video(executor, z, job.decode_chunk)

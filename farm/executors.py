@@ -1,0 +1,139 @@
+"""Executors: where the engine's window-steps run.
+
+- `LocalExecutor`: in this process, through one `ModelWorker`.
+- `RayExecutor`: a pool of Ray actors, each holding the model once (`num_gpus` per actor
+  from settings, 0 on CPU). Window-steps are spread over the pool in batches; a batch
+  whose actor dies is sent again to another actor and the dead one is replaced, so the
+  video completes with the same result.
+
+The Serve executor (farm/serve) implements the same three methods.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from torch import Tensor
+
+from farm.engine import WindowStep
+from farm.worker import ModelWorker
+
+log = logging.getLogger(__name__)
+
+
+class LocalExecutor:
+    """Runs window-steps in this process, batching them into forwards of <= max_batch."""
+
+    def __init__(self, model_ref="tiny", *, max_batch: int = 8, device: str = "cpu"):
+        self.worker = ModelWorker(model_ref, max_batch=max_batch, device=device)
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        return self.worker.latent_shape(frames, height, width)
+
+    def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
+        return self.worker.velocities(
+            [s.x for s in steps], [s.t for s in steps], [s.prompt for s in steps]
+        )
+
+    def decode_chunks(self, z: Tensor, chunks: list[tuple[int, int]]) -> list[Tensor]:
+        return [self.worker.decode_chunk(z, a, b) for a, b in chunks]
+
+
+ModelActor = ray.remote(ModelWorker)
+_DEATH = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+class RayExecutor:
+    """Runs window-steps on a pool of Ray actors, resending work whose actor died."""
+
+    def __init__(
+        self,
+        model_ref: str = "tiny",
+        *,
+        num_actors: int = 2,
+        num_gpus: float = 0.0,
+        num_cpus: float = 1.0,
+        max_batch: int = 8,
+        threads: int | None = 1,
+        max_resends: int = 8,
+    ):
+        if num_actors < 1:
+            raise ValueError(f"num_actors must be >= 1, got {num_actors}")
+        self._options = {"num_gpus": num_gpus, "num_cpus": num_cpus, "max_restarts": 0}
+        self._init = (
+            model_ref,
+            {"max_batch": max_batch, "threads": threads, "device": "cuda" if num_gpus else "cpu"},
+        )
+        self.max_batch = max_batch
+        self.max_resends = max_resends
+        self.actors = [self._spawn() for _ in range(num_actors)]
+        self.resent = 0  # batches sent again after their actor died
+        self._shapes: dict[tuple, tuple] = {}
+
+    def _spawn(self):
+        model_ref, kwargs = self._init
+        return ModelActor.options(**self._options).remote(model_ref, **kwargs)
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        key = (frames, height, width)
+        if key not in self._shapes:
+            self._shapes[key] = self._run([("latent_shape", key)])[0]
+        return self._shapes[key]
+
+    def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
+        calls = []
+        for k in range(0, len(steps), self.max_batch):
+            batch = steps[k : k + self.max_batch]
+            args = ([s.x for s in batch], [s.t for s in batch], [s.prompt for s in batch])
+            calls.append(("velocities", args))
+        return list(itertools.chain.from_iterable(self._run(calls)))
+
+    def decode_chunks(self, z: Tensor, chunks: list[tuple[int, int]]) -> list[Tensor]:
+        z_ref = ray.put(z)  # one copy in the object store, read by every actor
+        return self._run([("decode_chunk", (z_ref, a, b)) for a, b in chunks])
+
+    def stats(self) -> list[dict]:
+        """Counters of every live actor (see ModelWorker.stats)."""
+        return ray.get([a.stats.remote() for a in self.actors])
+
+    def close(self) -> None:
+        """Kill the pool's actors."""
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+    def _run(self, calls: list[tuple[str, tuple]]) -> list:
+        """Run (method, args) calls over the pool in order; resend those whose actor died."""
+        results: list = [None] * len(calls)
+        pending: dict = {}
+        turn = itertools.count()
+
+        def submit(i: int) -> None:
+            actor = self.actors[next(turn) % len(self.actors)]
+            method, args = calls[i]
+            pending[getattr(actor, method).remote(*args)] = (i, actor)
+
+        for i in range(len(calls)):
+            submit(i)
+        resends = 0
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            i, actor = pending.pop(ref)
+            try:
+                results[i] = ray.get(ref)
+            except _DEATH as e:
+                resends += 1
+                if resends > self.max_resends:
+                    raise RuntimeError(f"window-steps failed {resends} times; last: {e}") from e
+                self._replace(actor)
+                self.resent += 1
+                log.warning("actor died; resending %s call %d", calls[i][0], i)
+                submit(i)
+        return results
+
+    def _replace(self, dead) -> None:
+        if dead in self.actors:
+            self.actors[self.actors.index(dead)] = self._spawn()

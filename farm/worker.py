@@ -1,0 +1,102 @@
+"""`ModelWorker`: one model replica's work, shared by every executor.
+
+It holds the model once, caches prompt encodings, groups window-steps of the same shape
+into forwards of at most `max_batch` (per-sample t, so steps of different videos at
+different times share a forward), and decodes latent chunks. The in-process executor
+wraps one; the Ray executor runs one per actor; the Serve Renderer holds one per replica.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections import OrderedDict, defaultdict
+
+import torch
+from torch import Tensor
+
+import model
+from model.text import TextCond
+
+
+class ModelWorker:
+    """A model replica: velocities for window-steps, text encodings, chunk decodes."""
+
+    def __init__(
+        self,
+        model_ref: str | model.VideoModel = "tiny",
+        *,
+        max_batch: int = 8,
+        device: str = "cpu",
+        threads: int | None = None,
+        cache_size: int = 512,
+    ):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = (
+            model_ref if not isinstance(model_ref, str) else model.load(model_ref, device=device)
+        )
+        self.max_batch = max_batch
+        self.cache_size = cache_size
+        self._conds: OrderedDict[str, TextCond] = OrderedDict()
+        self.batch_sizes: list[int] = []  # one entry per forward, for tests and metrics
+        self.busy_seconds = 0.0
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(C, T, H, W) of the latent for a video of this size."""
+        return self.model.latent_shape(frames, height, width)
+
+    def encode(self, prompts: list[str]) -> TextCond:
+        """Encodings of `prompts`, batched into one TextCond, from an LRU cache by prompt."""
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._conds))
+        if missing:
+            fresh = self.model.encode_text(missing)
+            for i, prompt in enumerate(missing):
+                n = int(fresh.mask[i].sum())
+                self._conds[prompt] = TextCond(fresh.emb[i : i + 1, :n], fresh.mask[i : i + 1, :n])
+        for prompt in prompts:
+            self._conds.move_to_end(prompt)
+        conds = [self._conds[p] for p in prompts]
+        while len(self._conds) > self.cache_size:
+            self._conds.popitem(last=False)
+        return TextCond.cat(conds)
+
+    def velocities(self, xs: list[Tensor], ts: list[float], prompts: list[str]) -> list[Tensor]:
+        """Velocity of each latent xs[i] [C, T, H, W] at ts[i] under prompts[i]."""
+        start = time.perf_counter()
+        out: list[Tensor | None] = [None] * len(xs)
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, x in enumerate(xs):
+            groups[tuple(x.shape)].append(i)
+        device, dtype = self.model.device, self.model.dtype
+        for idx in groups.values():
+            for k in range(0, len(idx), self.max_batch):
+                chunk = idx[k : k + self.max_batch]
+                x = torch.stack([xs[i] for i in chunk]).to(device=device, dtype=dtype)
+                t = torch.tensor([ts[i] for i in chunk], dtype=torch.float32, device=device)
+                v = self.model.velocity(x, t, self.encode([prompts[i] for i in chunk]))
+                v = v.float().cpu()
+                self.batch_sizes.append(len(chunk))
+                for j, i in enumerate(chunk):
+                    out[i] = v[j]
+        self.busy_seconds += time.perf_counter() - start
+        return out  # type: ignore[return-value]
+
+    def decode_chunk(self, z: Tensor, start: int, stop: int) -> Tensor:
+        """uint8 frames [F, H, W, 3] of latent frames [start, stop) of z [1, C, T, H, W]."""
+        t0 = time.perf_counter()
+        frames = self.model.decode_chunk(z.to(self.model.device), start, stop)[0].cpu()
+        self.busy_seconds += time.perf_counter() - t0
+        return frames
+
+    def stats(self) -> dict:
+        """Counters: forwards, batch sizes, busy seconds, peak RSS of this process (MiB)."""
+        return {
+            "forwards": len(self.batch_sizes),
+            "window_steps": sum(self.batch_sizes),
+            "max_batch_seen": max(self.batch_sizes, default=0),
+            "busy_seconds": self.busy_seconds,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
