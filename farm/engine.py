@@ -18,6 +18,7 @@ and the weights at each frame sum to 1.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -129,24 +130,49 @@ class Executor(Protocol):
         """uint8 frames [F_i, H, W, 3] of each latent chunk [start, stop) of z [1, C, T, H, W]."""
         ...
 
+    # Optional: `advance(xs, ts, prompts, negative, guidance) -> xs` runs several steps of
+    # each window where it lives (see advance_windows); sync_every > 1 uses it when present.
+
+
+StepRunner = Callable[[list[WindowStep]], list[Tensor]]
+
 
 def guided_velocities(
-    executor: Executor, xs: list[Tensor], t: float, prompts: list[str], job: VideoJob, video=""
+    run: StepRunner,
+    xs: list[Tensor],
+    t: float,
+    prompts: list[str],
+    negative: str,
+    guidance: float,
+    video: str = "",
 ) -> list[Tensor]:
     """Velocity of each window latent [1, C, T_w, H, W], with CFG applied per window."""
     steps = [
         WindowStep(x[0], t, p, (video, i, "cond"))
         for i, (x, p) in enumerate(zip(xs, prompts, strict=True))
     ]
-    if job.guidance != 1:
-        steps += [
-            WindowStep(x[0], t, job.negative_prompt, (video, i, "uncond")) for i, x in enumerate(xs)
-        ]
-    vs = executor.velocities(steps)
+    if guidance != 1:
+        steps += [WindowStep(x[0], t, negative, (video, i, "uncond")) for i, x in enumerate(xs)]
+    vs = run(steps)
     n = len(xs)
-    if job.guidance == 1:
+    if guidance == 1:
         return [v[None] for v in vs]
-    return [(vs[n + i] + job.guidance * (vs[i] - vs[n + i]))[None] for i in range(n)]
+    return [(vs[n + i] + guidance * (vs[i] - vs[n + i]))[None] for i in range(n)]
+
+
+def advance_windows(
+    run: StepRunner,
+    xs: list[Tensor],
+    ts: list[float],
+    prompts: list[str],
+    negative: str,
+    guidance: float,
+) -> list[Tensor]:
+    """Take Euler steps along `ts` on each window independently (no fusion in between)."""
+    for t, t_next in itertools.pairwise(ts):
+        vs = guided_velocities(run, xs, t, prompts, negative, guidance)
+        xs = [euler_step(x, v, t, t_next) for x, v in zip(xs, vs, strict=True)]
+    return xs
 
 
 def blend(parts: list[Tensor], plan: WindowPlan) -> Tensor:
@@ -175,25 +201,23 @@ def sample_latents(
     def windows(x: Tensor) -> list[Tensor]:
         return [x[:, :, a:b] for a, b in plan.windows]
 
+    guide = (prompts, job.negative_prompt, job.guidance)
     if job.sync_every == 1:
 
         def velocity(x: Tensor, t: Tensor) -> Tensor:
-            return blend(
-                guided_velocities(executor, windows(x), float(t[0]), prompts, job, video), plan
-            )
+            vs = guided_velocities(executor.velocities, windows(x), float(t[0]), *guide, video)
+            return blend(vs, plan)
 
         return SAMPLERS[job.sampler](velocity, x, ts, callback=callback)
 
+    advance = getattr(executor, "advance", None) or (
+        lambda *a: advance_windows(executor.velocities, *a)
+    )
     for first in range(0, job.steps, job.sync_every):
-        last = min(first + job.sync_every, job.steps) - 1
-        parts = windows(x)
-        for i in range(first, last + 1):
-            vs = guided_velocities(executor, parts, float(ts[i]), prompts, job, video)
-            parts = [euler_step(p, v, ts[i], ts[i + 1]) for p, v in zip(parts, vs, strict=True)]
-            if i == last:
-                x = blend(parts, plan)  # fusion: the overlaps agree again
-            if callback is not None:  # between fusions x is the last fused latent
-                callback(i, x, ts[i + 1].expand(1))
+        last = min(first + job.sync_every, job.steps)
+        x = blend(advance(windows(x), ts[first : last + 1].tolist(), *guide), plan)  # fusion
+        if callback is not None:
+            callback(last - 1, x, ts[last].expand(1))
     return x
 
 

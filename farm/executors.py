@@ -34,9 +34,10 @@ class LocalExecutor:
         return self.worker.latent_shape(frames, height, width)
 
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
-        return self.worker.velocities(
-            [s.x for s in steps], [s.t for s in steps], [s.prompt for s in steps]
-        )
+        return self.worker.run_steps(steps)
+
+    def advance(self, xs, ts, prompts, negative, guidance) -> list[Tensor]:
+        return self.worker.advance(xs, ts, prompts, negative, guidance)
 
     def decode_chunks(self, z: Tensor, chunks: list[tuple[int, int]]) -> list[Tensor]:
         return [self.worker.decode_chunk(z, a, b) for a, b in chunks]
@@ -71,6 +72,8 @@ class RayExecutor:
         self.max_resends = max_resends
         self.actors = [self._spawn() for _ in range(num_actors)]
         self.resent = 0  # batches sent again after their actor died
+        self.bytes_sent = 0  # tensor bytes shipped to actors (window latents, prompts aside)
+        self.bytes_received = 0
         self._shapes: dict[tuple, tuple] = {}
 
     def _spawn(self):
@@ -89,6 +92,15 @@ class RayExecutor:
             batch = steps[k : k + self.max_batch]
             args = ([s.x for s in batch], [s.t for s in batch], [s.prompt for s in batch])
             calls.append(("velocities", args))
+        return list(itertools.chain.from_iterable(self._run(calls)))
+
+    def advance(self, xs, ts, prompts, negative, guidance) -> list[Tensor]:
+        """Each window runs its steps on one actor; windows are spread over the pool."""
+        per_call = max(1, self.max_batch // (2 if guidance != 1 else 1))
+        calls = [
+            ("advance", (xs[k : k + per_call], ts, prompts[k : k + per_call], negative, guidance))
+            for k in range(0, len(xs), per_call)
+        ]
         return list(itertools.chain.from_iterable(self._run(calls)))
 
     def decode_chunks(self, z: Tensor, chunks: list[tuple[int, int]]) -> list[Tensor]:
@@ -114,6 +126,7 @@ class RayExecutor:
         def submit(i: int) -> None:
             actor = self.actors[next(turn) % len(self.actors)]
             method, args = calls[i]
+            self.bytes_sent += _tensor_bytes(args)
             pending[getattr(actor, method).remote(*args)] = (i, actor)
 
         for i in range(len(calls)):
@@ -124,6 +137,7 @@ class RayExecutor:
             i, actor = pending.pop(ref)
             try:
                 results[i] = ray.get(ref)
+                self.bytes_received += _tensor_bytes(results[i])
             except _DEATH as e:
                 resends += 1
                 if resends > self.max_resends:
@@ -137,3 +151,12 @@ class RayExecutor:
     def _replace(self, dead) -> None:
         if dead in self.actors:
             self.actors[self.actors.index(dead)] = self._spawn()
+
+
+def _tensor_bytes(obj) -> int:
+    """Bytes of the tensors inside (nested lists/tuples of) `obj`."""
+    if isinstance(obj, Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(o) for o in obj)
+    return 0

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 import model
+from farm.engine import WindowStep, advance_windows
 from model.text import TextCond
 
 
@@ -83,6 +84,18 @@ class ModelWorker:
                     out[i] = v[j]
         self.busy_seconds += time.perf_counter() - start
         return out  # type: ignore[return-value]
+
+    def run_steps(self, steps: list[WindowStep]) -> list[Tensor]:
+        """Velocities of window-steps (the executor interface, in this process)."""
+        return self.velocities(
+            [s.x for s in steps], [s.t for s in steps], [s.prompt for s in steps]
+        )
+
+    def advance(
+        self, xs: list[Tensor], ts: list[float], prompts: list[str], negative: str, guidance: float
+    ) -> list[Tensor]:
+        """Run each window [1, C, T, H, W] through the steps `ts` here, with no fusion."""
+        return advance_windows(self.run_steps, xs, ts, prompts, negative, guidance)
 
     def decode_chunk(self, z: Tensor, start: int, stop: int) -> Tensor:
         """uint8 frames [F, H, W, 3] of latent frames [start, stop) of z [1, C, T, H, W]."""

@@ -102,3 +102,18 @@ def test_sixty_second_video_with_flat_replica_memory(ray_local):
     # piece would need ~1441x64x64x16 floats (~380 MiB) per VAE activation; what remains is
     # allocator churn from handling more chunks.
     assert long_rss <= 1.5 * short_rss, (short_rss, long_rss)
+
+
+def test_sync_every_runs_windows_where_they_live(ray_local):
+    rare = JOB.model_copy(update={"sync_every": 3})
+    expected = sample_latents(LocalExecutor("tiny"), rare)
+    ex = RayExecutor("tiny", num_actors=2, max_batch=4)
+    try:
+        sample_latents(ex, JOB)
+        every_step = ex.bytes_sent
+        ex.bytes_sent = 0
+        z = sample_latents(ex, rare)
+        assert ex.bytes_sent * 2 < every_step  # one exchange per 3 steps, not one per step
+    finally:
+        ex.close()
+    assert (z - expected).abs().max() <= 1e-4
