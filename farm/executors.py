@@ -60,9 +60,11 @@ class RayExecutor:
         max_batch: int = 8,
         threads: int | None = 1,
         max_resends: int = 8,
+        worker: type = ModelWorker,
     ):
         if num_actors < 1:
             raise ValueError(f"num_actors must be >= 1, got {num_actors}")
+        self._actor_cls = ModelActor if worker is ModelWorker else ray.remote(worker)
         self._options = {"num_gpus": num_gpus, "num_cpus": num_cpus, "max_restarts": 0}
         self._init = (
             model_ref,
@@ -78,7 +80,7 @@ class RayExecutor:
 
     def _spawn(self):
         model_ref, kwargs = self._init
-        return ModelActor.options(**self._options).remote(model_ref, **kwargs)
+        return self._actor_cls.options(**self._options).remote(model_ref, **kwargs)
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         key = (frames, height, width)

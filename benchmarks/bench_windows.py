@@ -1,0 +1,317 @@
+"""Window engine benchmarks: cost vs length, batching, scaling by simulation, sync_every.
+
+    python -m benchmarks.bench_windows            # all sections (~15 min on 2 CPU cores)
+    python -m benchmarks.bench_windows scaling    # one section
+
+Each cost-vs-length point runs in a fresh subprocess so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import ray
+import torch
+
+from benchmarks.common import median_time, report, table
+from farm.engine import VideoJob, render, sample_latents
+from farm.executors import LocalExecutor, RayExecutor
+from farm.quality import seam_ratio
+
+FPS, SIZE = 24, 128  # one resolution for every length: 1:1 feed format
+
+
+def length_job(seconds: int, windowed: bool) -> VideoJob:
+    frames = 4 * (seconds * FPS // 4) + 1
+    T = (frames - 1) // 4 + 1
+    return VideoJob(
+        prompt="a red bottle turns on a table",
+        frames=frames,
+        height=SIZE,
+        width=SIZE,
+        fps=FPS,
+        steps=2,
+        guidance=1.0,
+        window=16 if windowed else T,
+        overlap=4 if windowed else 0,
+        decode_chunk=16,
+    )
+
+
+def one_point(seconds: int, windowed: bool) -> dict:
+    """Render one video in this process; wall time split into sampling and decoding."""
+    torch.set_num_threads(2)
+    ex = LocalExecutor("small", max_batch=4)
+    job = length_job(seconds, windowed)
+    start = time.perf_counter()
+    z = sample_latents(ex, job)
+    sampled = time.perf_counter()
+    from farm.engine import decode_video
+
+    decode_video(ex, z, job.decode_chunk)
+    done = time.perf_counter()
+    return {
+        "seconds": seconds,
+        "windowed": windowed,
+        "sample_s": sampled - start,
+        "decode_s": done - sampled,
+        "total_s": done - start,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def cost_vs_length(lengths=(4, 8, 16, 32, 60), full_budget_s: float = 400) -> tuple[str, dict]:
+    rows, data = [], []
+    full_alive = True
+    for seconds in lengths:
+        point = {}
+        for windowed in (True, False):
+            if not windowed and not full_alive:
+                point[windowed] = None
+                continue
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.bench_windows",
+                "--one",
+                str(seconds),
+                "1" if windowed else "0",
+            ]
+            try:
+                out = subprocess.run(
+                    cmd,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=full_budget_s if not windowed else 1800,
+                )
+                point[windowed] = json.loads(out.stdout.strip().splitlines()[-1])
+            except subprocess.TimeoutExpired:
+                point[windowed], full_alive = None, False  # past the budget: stop trying
+        data.append(point)
+        w, f = point[True], point.get(False)
+        rows.append(
+            [
+                f"{seconds} s",
+                f"{w['total_s']:.1f} ({w['sample_s']:.1f} + {w['decode_s']:.1f})",
+                f"{w['total_s'] / seconds:.2f}",
+                f"{w['peak_rss_mib']:.0f}",
+                f"{f['sample_s']:.1f}" if f else f"> {full_budget_s:.0f} (stopped)",
+                f"{f['sample_s'] / seconds:.2f}" if f else "—",
+                f"{f['peak_rss_mib']:.0f}" if f else "—",
+            ]
+        )
+    first, last = data[0][True], data[-1][True]
+    summary = (
+        f"\n\nWindowed cost per video-second, {lengths[-1]} s vs {lengths[0]} s: "
+        f"{(last['total_s'] / lengths[-1]) / (first['total_s'] / lengths[0]):.2f}x; "
+        f"peak RSS {lengths[-1]} s vs {lengths[0]} s: "
+        f"{last['peak_rss_mib'] / first['peak_rss_mib']:.2f}x."
+    )
+    text = (
+        f"### Cost vs length (`small`, {SIZE}x{SIZE}, {FPS} fps, 2 steps, no CFG)\n\n"
+        "Windows of 16 latent frames, overlap 4; full = one window over the whole video "
+        "(sampling only; both decode in chunks).\n\n"
+        + table(
+            [
+                "length",
+                "windowed s (sample + decode)",
+                "windowed s / video-s",
+                "windowed peak RSS MiB",
+                "full-attention sample s",
+                "full s / video-s",
+                "full peak RSS MiB",
+            ],
+            rows,
+        )
+        + summary
+    )
+    return text, {"cost_vs_length": data}
+
+
+def batching() -> tuple[str, dict]:
+    rows, data = [], []
+    for preset, size in (("tiny", 128), ("small", 64)):
+        job = VideoJob(
+            prompt="a shoe",
+            frames=4 * 47 + 1,
+            height=size,
+            width=size,
+            steps=1,
+            guidance=4.0,
+            window=8,
+            overlap=2,
+        )
+        rates = {}
+        for mb in (1, 8):
+            ex = LocalExecutor(preset, max_batch=mb)
+            n = 2 * len(job.plan().windows) * job.steps
+            rates[mb] = n / median_time(lambda ex=ex, job=job: sample_latents(ex, job), repeats=3)
+        rows.append(
+            [
+                preset,
+                f"{size}x{size}",
+                f"{rates[1]:.1f}",
+                f"{rates[8]:.1f}",
+                f"{rates[8] / rates[1]:.2f}x",
+            ]
+        )
+        data.append({"preset": preset, "rates": rates})
+    text = "### Batching: window-steps per second (8-frame windows, CFG)\n\n" + table(
+        ["preset", "size", "max_batch 1", "max_batch 8", "ratio"], rows
+    )
+    return text, {"batching": data}
+
+
+class SleepWorker:
+    """Stands in for a GPU replica: each forward is a calibrated sleep, outputs are zeros."""
+
+    def __init__(self, model_ref: str, *, max_batch: int = 1, forward_s: float = 0.2, **_):
+        self.max_batch, self.forward_s = max_batch, forward_s
+
+    def latent_shape(self, frames, height, width):
+        return (16, (frames - 1) // 4 + 1, height // 8, width // 8)
+
+    def velocities(self, xs, ts, prompts):
+        time.sleep(self.forward_s * -(-len(xs) // self.max_batch))
+        return [torch.zeros_like(x) for x in xs]
+
+    def stats(self):
+        return {}
+
+
+def scaling(actor_counts=(1, 2, 4, 8, 16, 32), forward_s: float = 0.2) -> tuple[str, dict]:
+    job = VideoJob(
+        prompt="a long product film",
+        frames=4 * (60 * FPS // 4) + 1,
+        height=480,
+        width=832,
+        steps=2,
+        guidance=4.0,
+        window=16,
+        overlap=4,
+    )
+    ray.init(num_cpus=64, include_dashboard=False, log_to_driver=False)
+    rows, data, base = [], [], None
+    try:
+        for n in actor_counts:
+            ex = RayExecutor(
+                "sim", num_actors=n, num_cpus=0.05, max_batch=1, threads=None, worker=SleepWorker
+            )
+            ex.latent_shape(job.frames, job.height, job.width)  # actors up before timing
+            ray.get([a.latent_shape.remote(1, 16, 16) for a in ex.actors])
+            start = time.perf_counter()
+            sample_latents(ex, job)
+            wall = time.perf_counter() - start
+            ex.close()
+            base = base or wall
+            eff = base / (n * wall)
+            moved = (ex.bytes_sent + ex.bytes_received) / job.steps
+            rows.append(
+                [
+                    n,
+                    f"{wall:.2f}",
+                    f"{base / wall:.1f}x",
+                    f"{100 * eff:.0f}%",
+                    f"{moved / 2**20:.0f}",
+                ]
+            )
+            data.append({"actors": n, "wall_s": wall, "efficiency": eff, "bytes_per_step": moved})
+    finally:
+        ray.shutdown()
+    windows = len(job.plan().windows)
+    text = (
+        f"### Scaling by simulation: 60 s video, 480x832, {windows} windows, CFG, "
+        f"{job.steps} steps, forward = {forward_s * 1e3:.0f} ms sleep\n\n"
+        f"{2 * windows} window-steps per step; ideal efficiency at 32 actors is "
+        f"{2 * windows / (32 * -(-2 * windows // 32)):.0%} (whole rounds of forwards).\n\n"
+        + table(["actors", "wall s", "speed-up", "parallel efficiency", "MiB moved / step"], rows)
+    )
+    return text, {"scaling": data}
+
+
+def sync_every() -> tuple[str, dict]:
+    from tests.farm.engine_models import FunctionExecutor, temporal_gaussian
+
+    rows, data = [], []
+    job = VideoJob(
+        prompt="a cup",
+        frames=4 * (30 * FPS // 4) + 1,
+        height=64,
+        width=64,
+        steps=8,
+        guidance=4.0,
+        window=16,
+        overlap=4,
+        negative_prompt="dark",
+    )
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        ex = RayExecutor("tiny", num_actors=2, max_batch=8)
+        for k in (1, 4):
+            j = job.model_copy(update={"sync_every": k})
+            ex.bytes_sent = ex.bytes_received = 0
+            wall = median_time(lambda j=j: sample_latents(ex, j), repeats=3)
+            moved = (ex.bytes_sent + ex.bytes_received) / 4  # 1 warmup + 3 repeats
+            fn_ex = FunctionExecutor(temporal_gaussian(0.95))
+            z = sample_latents(fn_ex, j.model_copy(update={"guidance": 1.0}))
+            seam = seam_ratio(z[0].permute(1, 2, 3, 0), j.plan().handovers)
+            frames = render(ex, j.model_copy(update={"steps": 4}))
+            pixel_seam = seam_ratio(frames, [4 * b - 3 for b in j.plan().handovers])
+            rows.append(
+                [k, f"{wall:.2f}", f"{moved / 2**20:.1f}", f"{seam:.3f}", f"{pixel_seam:.3f}"]
+            )
+            data.append(
+                {
+                    "sync_every": k,
+                    "wall_s": wall,
+                    "bytes": moved,
+                    "seam": seam,
+                    "pixel_seam_tiny": pixel_seam,
+                }
+            )
+        ex.close()
+    finally:
+        ray.shutdown()
+    text = (
+        "### sync_every 1 vs 4 (30 s video, 8 steps, CFG, 2 Ray actors, `tiny`)\n\n"
+        "Seam ratio (1.0 = no seam) on the exact velocity of temporally correlated "
+        "Gaussian data, which mixes frames in time, and on the untrained `tiny` "
+        "model's decoded pixels.\n\n"
+        + table(
+            [
+                "sync_every",
+                "wall s",
+                "MiB moved / video",
+                "seam ratio (analytic)",
+                "seam ratio (tiny, pixels)",
+            ],
+            rows,
+        )
+    )
+    return text, {"sync_every": data}
+
+
+SECTIONS = {"length": cost_vs_length, "batching": batching, "scaling": scaling, "sync": sync_every}
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--one"]:
+        print(json.dumps(one_point(int(argv[1]), argv[2] == "1")))
+        return
+    names = argv or list(SECTIONS)
+    texts, data = [], {}
+    for name in names:
+        text, d = SECTIONS[name]()
+        texts.append(text)
+        data |= d
+        print(text + "\n", flush=True)
+    report("windows" if not argv else "windows-" + "-".join(names), "\n\n".join(texts), data)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
