@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import ray
 import torch
 
@@ -170,15 +171,16 @@ def batching() -> tuple[str, dict]:
 class SleepWorker:
     """Stands in for a GPU replica: each forward is a calibrated sleep, outputs are zeros."""
 
-    def __init__(self, model_ref: str, *, max_batch: int = 1, forward_s: float = 0.2, **_):
+    def __init__(self, model_ref: str, *, max_batch: int = 2, forward_s: float = 0.2, **_):
         self.max_batch, self.forward_s = max_batch, forward_s
 
     def latent_shape(self, frames, height, width):
         return (16, (frames - 1) // 4 + 1, height // 8, width // 8)
 
-    def velocities(self, xs, ts, prompts):
-        time.sleep(self.forward_s * -(-len(xs) // self.max_batch))
-        return [torch.zeros_like(x) for x in xs]
+    def run_arrays(self, xs, ts, prompts, negatives, guidances):
+        rows = len(xs) + sum(g != 1 for g in guidances)  # a guided step is two rows
+        time.sleep(self.forward_s * -(-rows // self.max_batch))
+        return [np.zeros_like(x) for x in xs]
 
     def stats(self):
         return {}
@@ -227,8 +229,9 @@ def scaling(actor_counts=(1, 2, 4, 8, 16, 32), forward_s: float = 0.2) -> tuple[
     text = (
         f"### Scaling by simulation: 60 s video, 480x832, {windows} windows, CFG, "
         f"{job.steps} steps, forward = {forward_s * 1e3:.0f} ms sleep\n\n"
-        f"{2 * windows} window-steps per step; ideal efficiency at 32 actors is "
-        f"{2 * windows / (32 * -(-2 * windows // 32)):.0%} (whole rounds of forwards).\n\n"
+        f"{windows} guided window-steps per step, each one forward holding both CFG branches; "
+        f"ideal efficiency at 32 actors is {windows / (32 * -(-windows // 32)):.0%} "
+        "(whole rounds of forwards).\n\n"
         + table(["actors", "wall s", "speed-up", "parallel efficiency", "MiB moved / step"], rows)
     )
     return text, {"scaling": data}

@@ -107,12 +107,18 @@ class VideoJob(BaseModel):
 
 @dataclass(frozen=True)
 class WindowStep:
-    """One stateless unit of work: the velocity of one window's latent at time t."""
+    """One stateless unit of work: the guided velocity of one window's latent at time t.
+
+    Guidance travels with the step, so the conditional and unconditional branches share one
+    latent on the way in and one velocity on the way out, and run in one forward.
+    """
 
     x: Tensor  # (C, T_w, H, W) latent slice
     t: float
     prompt: str
-    key: tuple = field(default=(), compare=False)  # (video, window, branch), for tracing
+    negative_prompt: str = ""
+    guidance: float = 1.0  # 1 = the conditional velocity alone
+    key: tuple = field(default=(), compare=False)  # (video, window), for tracing
 
 
 class Executor(Protocol):
@@ -123,7 +129,7 @@ class Executor(Protocol):
         ...
 
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
-        """The velocity of every window-step, in order."""
+        """The guided velocity of every window-step, in order."""
         ...
 
     def decode_chunks(self, z: Tensor, chunks: list[tuple[int, int]]) -> list[Tensor]:
@@ -137,7 +143,7 @@ class Executor(Protocol):
 StepRunner = Callable[[list[WindowStep]], list[Tensor]]
 
 
-def guided_velocities(
+def window_velocities(
     run: StepRunner,
     xs: list[Tensor],
     t: float,
@@ -146,18 +152,12 @@ def guided_velocities(
     guidance: float,
     video: str = "",
 ) -> list[Tensor]:
-    """Velocity of each window latent [1, C, T_w, H, W], with CFG applied per window."""
+    """Guided velocity of each window latent [1, C, T_w, H, W] (CFG per window)."""
     steps = [
-        WindowStep(x[0], t, p, (video, i, "cond"))
+        WindowStep(x[0], t, p, negative, guidance, (video, i))
         for i, (x, p) in enumerate(zip(xs, prompts, strict=True))
     ]
-    if guidance != 1:
-        steps += [WindowStep(x[0], t, negative, (video, i, "uncond")) for i, x in enumerate(xs)]
-    vs = run(steps)
-    n = len(xs)
-    if guidance == 1:
-        return [v[None] for v in vs]
-    return [(vs[n + i] + guidance * (vs[i] - vs[n + i]))[None] for i in range(n)]
+    return [v[None] for v in run(steps)]
 
 
 def advance_windows(
@@ -170,7 +170,7 @@ def advance_windows(
 ) -> list[Tensor]:
     """Take Euler steps along `ts` on each window independently (no fusion in between)."""
     for t, t_next in itertools.pairwise(ts):
-        vs = guided_velocities(run, xs, t, prompts, negative, guidance)
+        vs = window_velocities(run, xs, t, prompts, negative, guidance)
         xs = [euler_step(x, v, t, t_next) for x, v in zip(xs, vs, strict=True)]
     return xs
 
@@ -205,7 +205,7 @@ def sample_latents(
     if job.sync_every == 1:
 
         def velocity(x: Tensor, t: Tensor) -> Tensor:
-            vs = guided_velocities(executor.velocities, windows(x), float(t[0]), *guide, video)
+            vs = window_velocities(executor.velocities, windows(x), float(t[0]), *guide, video)
             return blend(vs, plan)
 
         return SAMPLERS[job.sampler](velocity, x, ts, callback=callback)

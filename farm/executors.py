@@ -14,12 +14,13 @@ from __future__ import annotations
 import itertools
 import logging
 
+import numpy as np
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from torch import Tensor
 
 from farm.engine import WindowStep
-from farm.worker import ModelWorker
+from farm.worker import ModelWorker, as_tensor
 
 log = logging.getLogger(__name__)
 
@@ -88,25 +89,36 @@ class RayExecutor:
             self._shapes[key] = self._run([("latent_shape", key)])[0]
         return self._shapes[key]
 
+    def _per_call(self, guidance: float) -> int:
+        """Window-steps per actor call: a guided step is two rows of a forward."""
+        return max(1, self.max_batch // (2 if guidance != 1 else 1))
+
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
+        n = self._per_call(max((s.guidance for s in steps), default=1.0))
         calls = []
-        for k in range(0, len(steps), self.max_batch):
-            batch = steps[k : k + self.max_batch]
-            args = ([s.x for s in batch], [s.t for s in batch], [s.prompt for s in batch])
-            calls.append(("velocities", args))
-        return list(itertools.chain.from_iterable(self._run(calls)))
+        for k in range(0, len(steps), n):
+            batch = steps[k : k + n]
+            args = tuple(
+                [getattr(s, f) for s in batch]
+                for f in ("x", "t", "prompt", "negative_prompt", "guidance")
+            )
+            calls.append(("run_arrays", ([x.numpy() for x in args[0]], *args[1:])))
+        return [as_tensor(v) for v in itertools.chain.from_iterable(self._run(calls))]
 
     def advance(self, xs, ts, prompts, negative, guidance) -> list[Tensor]:
         """Each window runs its steps on one actor; windows are spread over the pool."""
-        per_call = max(1, self.max_batch // (2 if guidance != 1 else 1))
+        n = self._per_call(guidance)
         calls = [
-            ("advance", (xs[k : k + per_call], ts, prompts[k : k + per_call], negative, guidance))
-            for k in range(0, len(xs), per_call)
+            (
+                "advance_arrays",
+                ([x.numpy() for x in xs[k : k + n]], ts, prompts[k : k + n], negative, guidance),
+            )
+            for k in range(0, len(xs), n)
         ]
-        return list(itertools.chain.from_iterable(self._run(calls)))
+        return [as_tensor(x) for x in itertools.chain.from_iterable(self._run(calls))]
 
     def decode_chunks(self, z: Tensor, chunks: list[tuple[int, int]]) -> list[Tensor]:
-        z_ref = ray.put(z)  # one copy in the object store, read by every actor
+        z_ref = ray.put(z.numpy())  # one copy in the object store, read by every actor
         return self._run([("decode_chunk", (z_ref, a, b)) for a, b in chunks])
 
     def stats(self) -> list[dict]:
@@ -159,6 +171,8 @@ def _tensor_bytes(obj) -> int:
     """Bytes of the tensors inside (nested lists/tuples of) `obj`."""
     if isinstance(obj, Tensor):
         return obj.numel() * obj.element_size()
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
     if isinstance(obj, list | tuple):
         return sum(_tensor_bytes(o) for o in obj)
     return 0

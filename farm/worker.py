@@ -12,12 +12,20 @@ import resource
 import time
 from collections import OrderedDict, defaultdict
 
+import numpy as np
 import torch
 from torch import Tensor
 
 import model
 from farm.engine import WindowStep, advance_windows
 from model.text import TextCond
+
+
+def as_tensor(a: np.ndarray | Tensor) -> Tensor:
+    """A tensor over `a`; Ray hands out read-only arrays, which torch must not alias."""
+    if isinstance(a, Tensor):
+        return a
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
 
 
 class ModelWorker:
@@ -86,10 +94,36 @@ class ModelWorker:
         return out  # type: ignore[return-value]
 
     def run_steps(self, steps: list[WindowStep]) -> list[Tensor]:
-        """Velocities of window-steps (the executor interface, in this process)."""
-        return self.velocities(
-            [s.x for s in steps], [s.t for s in steps], [s.prompt for s in steps]
-        )
+        """Guided velocities of window-steps: both CFG branches of a step share one batch."""
+        xs, ts, prompts, guided = [], [], [], []
+        for s in steps:
+            xs.append(s.x)
+            ts.append(s.t)
+            prompts.append(s.prompt)
+            if s.guidance != 1:
+                guided.append(s)
+        for s in guided:  # unconditional branches go after, in the same forwards
+            xs.append(s.x)
+            ts.append(s.t)
+            prompts.append(s.negative_prompt)
+        vs = self.velocities(xs, ts, prompts)
+        out, k = [], len(steps)
+        for i, s in enumerate(steps):
+            v = vs[i]
+            if s.guidance != 1:
+                v_u = vs[k]
+                k += 1
+                v = v_u + s.guidance * (v - v_u)
+            out.append(v)
+        return out
+
+    def run_arrays(self, xs, ts, prompts, negatives, guidances) -> list[np.ndarray]:
+        """run_steps over numpy arrays: what Ray actors receive (numpy moves ~7x faster)."""
+        steps = [
+            WindowStep(as_tensor(x), t, p, n, g)
+            for x, t, p, n, g in zip(xs, ts, prompts, negatives, guidances, strict=True)
+        ]
+        return [v.numpy() for v in self.run_steps(steps)]
 
     def advance(
         self, xs: list[Tensor], ts: list[float], prompts: list[str], negative: str, guidance: float
@@ -97,9 +131,15 @@ class ModelWorker:
         """Run each window [1, C, T, H, W] through the steps `ts` here, with no fusion."""
         return advance_windows(self.run_steps, xs, ts, prompts, negative, guidance)
 
-    def decode_chunk(self, z: Tensor, start: int, stop: int) -> Tensor:
+    def advance_arrays(self, xs, ts, prompts, negative, guidance) -> list[np.ndarray]:
+        """advance over numpy arrays (for Ray actors)."""
+        xs = [as_tensor(x) for x in xs]
+        return [x.numpy() for x in self.advance(xs, ts, prompts, negative, guidance)]
+
+    def decode_chunk(self, z: Tensor | np.ndarray, start: int, stop: int) -> Tensor:
         """uint8 frames [F, H, W, 3] of latent frames [start, stop) of z [1, C, T, H, W]."""
         t0 = time.perf_counter()
+        z = as_tensor(z)
         frames = self.model.decode_chunk(z.to(self.model.device), start, stop)[0].cpu()
         self.busy_seconds += time.perf_counter() - t0
         return frames
