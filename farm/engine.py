@@ -109,16 +109,25 @@ class VideoJob(BaseModel):
 class WindowStep:
     """One stateless unit of work: the guided velocity of one window's latent at time t.
 
-    Guidance travels with the step, so the conditional and unconditional branches share one
+    The step names its window as a range of a latent that all windows of the video share,
+    so an executor that ships data ships that latent once per step, not once per window.
+    Guidance travels with the step: the conditional and unconditional branches share one
     latent on the way in and one velocity on the way out, and run in one forward.
     """
 
-    x: Tensor  # (C, T_w, H, W) latent slice
+    latent: Tensor  # (C, T, H, W): the video's latent at this step (or just the window)
+    start: int  # the window is latent[:, start:stop]
+    stop: int
     t: float
     prompt: str
     negative_prompt: str = ""
     guidance: float = 1.0  # 1 = the conditional velocity alone
     key: tuple = field(default=(), compare=False)  # (video, window), for tracing
+
+    @property
+    def x(self) -> Tensor:
+        """The window's latent (C, T_w, H, W)."""
+        return self.latent[:, self.start : self.stop]
 
 
 class Executor(Protocol):
@@ -136,8 +145,9 @@ class Executor(Protocol):
         """uint8 frames [F_i, H, W, 3] of each latent chunk [start, stop) of z [1, C, T, H, W]."""
         ...
 
-    # Optional: `advance(xs, ts, prompts, negative, guidance) -> xs` runs several steps of
-    # each window where it lives (see advance_windows); sync_every > 1 uses it when present.
+    # Optional: `advance(x, windows, ts, prompts, negative, guidance) -> window latents` runs
+    # several steps of each window where it lives (see advance_windows); sync_every > 1
+    # uses it when present.
 
 
 StepRunner = Callable[[list[WindowStep]], list[Tensor]]
@@ -145,34 +155,45 @@ StepRunner = Callable[[list[WindowStep]], list[Tensor]]
 
 def window_velocities(
     run: StepRunner,
-    xs: list[Tensor],
+    x: Tensor,
+    windows: list[tuple[int, int]],
     t: float,
     prompts: list[str],
     negative: str,
     guidance: float,
     video: str = "",
 ) -> list[Tensor]:
-    """Guided velocity of each window latent [1, C, T_w, H, W] (CFG per window)."""
+    """Guided velocity [1, C, T_w, H, W] of each window of x [1, C, T, H, W] (CFG per window)."""
     steps = [
-        WindowStep(x[0], t, p, negative, guidance, (video, i))
-        for i, (x, p) in enumerate(zip(xs, prompts, strict=True))
+        WindowStep(x[0], a, b, t, p, negative, guidance, (video, i))
+        for i, ((a, b), p) in enumerate(zip(windows, prompts, strict=True))
     ]
     return [v[None] for v in run(steps)]
 
 
 def advance_windows(
     run: StepRunner,
-    xs: list[Tensor],
+    x: Tensor,
+    windows: list[tuple[int, int]],
     ts: list[float],
     prompts: list[str],
     negative: str,
     guidance: float,
 ) -> list[Tensor]:
-    """Take Euler steps along `ts` on each window independently (no fusion in between)."""
+    """Cut x into windows and take Euler steps along `ts` on each one independently."""
+    xs = [x[:, :, a:b] for a, b in windows]
     for t, t_next in itertools.pairwise(ts):
-        vs = window_velocities(run, xs, t, prompts, negative, guidance)
-        xs = [euler_step(x, v, t, t_next) for x, v in zip(xs, vs, strict=True)]
+        vs = window_velocities(
+            run, torch.cat(xs, dim=2), _stacked(xs), t, prompts, negative, guidance
+        )
+        xs = [euler_step(xw, v, t, t_next) for xw, v in zip(xs, vs, strict=True)]
     return xs
+
+
+def _stacked(xs: list[Tensor]) -> list[tuple[int, int]]:
+    """Ranges of the windows xs laid end to end along time (once they evolve apart)."""
+    bounds = list(itertools.accumulate((w.shape[2] for w in xs), initial=0))
+    return list(itertools.pairwise(bounds))
 
 
 def blend(parts: list[Tensor], plan: WindowPlan) -> Tensor:
@@ -198,15 +219,12 @@ def sample_latents(
     prompts = job.window_prompts(plan)
     ts = flow_timesteps(job.steps, job.shift)
 
-    def windows(x: Tensor) -> list[Tensor]:
-        return [x[:, :, a:b] for a, b in plan.windows]
-
     guide = (prompts, job.negative_prompt, job.guidance)
     if job.sync_every == 1:
 
         def velocity(x: Tensor, t: Tensor) -> Tensor:
-            vs = window_velocities(executor.velocities, windows(x), float(t[0]), *guide, video)
-            return blend(vs, plan)
+            run = executor.velocities
+            return blend(window_velocities(run, x, plan.windows, float(t[0]), *guide, video), plan)
 
         return SAMPLERS[job.sampler](velocity, x, ts, callback=callback)
 
@@ -215,7 +233,7 @@ def sample_latents(
     )
     for first in range(0, job.steps, job.sync_every):
         last = min(first + job.sync_every, job.steps)
-        x = blend(advance(windows(x), ts[first : last + 1].tolist(), *guide), plan)  # fusion
+        x = blend(advance(x, list(plan.windows), ts[first : last + 1].tolist(), *guide), plan)
         if callback is not None:
             callback(last - 1, x, ts[last].expand(1))
     return x

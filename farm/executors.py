@@ -37,8 +37,8 @@ class LocalExecutor:
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
         return self.worker.run_steps(steps)
 
-    def advance(self, xs, ts, prompts, negative, guidance) -> list[Tensor]:
-        return self.worker.advance(xs, ts, prompts, negative, guidance)
+    def advance(self, x, windows, ts, prompts, negative, guidance) -> list[Tensor]:
+        return self.worker.advance(x, windows, ts, prompts, negative, guidance)
 
     def decode_chunks(self, z: Tensor, chunks: list[tuple[int, int]]) -> list[Tensor]:
         return [self.worker.decode_chunk(z, a, b) for a, b in chunks]
@@ -93,32 +93,46 @@ class RayExecutor:
         """Window-steps per actor call: a guided step is two rows of a forward."""
         return max(1, self.max_batch // (2 if guidance != 1 else 1))
 
+    def _put(self, latent: Tensor):
+        """Ship a latent to the object store once; window-steps then refer to it by range."""
+        array = latent.detach().contiguous().numpy()
+        self.bytes_sent += array.nbytes
+        return ray.put(array)
+
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
         n = self._per_call(max((s.guidance for s in steps), default=1.0))
-        calls = []
-        for k in range(0, len(steps), n):
-            batch = steps[k : k + n]
-            args = tuple(
-                [getattr(s, f) for s in batch]
-                for f in ("x", "t", "prompt", "negative_prompt", "guidance")
-            )
-            calls.append(("run_arrays", ([x.numpy() for x in args[0]], *args[1:])))
-        return [as_tensor(v) for v in itertools.chain.from_iterable(self._run(calls))]
+        groups: dict[int, list[int]] = {}  # steps by the latent they window
+        for i, s in enumerate(steps):
+            groups.setdefault(id(s.latent), []).append(i)
+        calls, order = [], []
+        for idx in groups.values():
+            ref = self._put(steps[idx[0]].latent)
+            for k in range(0, len(idx), n):
+                part = [steps[i] for i in idx[k : k + n]]
+                fields = ("start", "stop", "t", "prompt", "negative_prompt", "guidance")
+                args = tuple([getattr(s, f) for s in part] for f in fields)
+                calls.append(("run_arrays", (ref, *args)))
+                order += idx[k : k + n]
+        out: list = [None] * len(steps)
+        for i, v in zip(order, itertools.chain.from_iterable(self._run(calls)), strict=True):
+            out[i] = as_tensor(v)
+        return out
 
-    def advance(self, xs, ts, prompts, negative, guidance) -> list[Tensor]:
+    def advance(self, x, windows, ts, prompts, negative, guidance) -> list[Tensor]:
         """Each window runs its steps on one actor; windows are spread over the pool."""
         n = self._per_call(guidance)
+        ref = self._put(x[0])
         calls = [
             (
                 "advance_arrays",
-                ([x.numpy() for x in xs[k : k + n]], ts, prompts[k : k + n], negative, guidance),
+                (ref, windows[k : k + n], ts, prompts[k : k + n], negative, guidance),
             )
-            for k in range(0, len(xs), n)
+            for k in range(0, len(windows), n)
         ]
-        return [as_tensor(x) for x in itertools.chain.from_iterable(self._run(calls))]
+        return [as_tensor(w)[None] for w in itertools.chain.from_iterable(self._run(calls))]
 
     def decode_chunks(self, z: Tensor, chunks: list[tuple[int, int]]) -> list[Tensor]:
-        z_ref = ray.put(z.numpy())  # one copy in the object store, read by every actor
+        z_ref = self._put(z)  # one copy in the object store, read by every actor
         return self._run([("decode_chunk", (z_ref, a, b)) for a, b in chunks])
 
     def stats(self) -> list[dict]:

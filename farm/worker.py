@@ -117,24 +117,25 @@ class ModelWorker:
             out.append(v)
         return out
 
-    def run_arrays(self, xs, ts, prompts, negatives, guidances) -> list[np.ndarray]:
-        """run_steps over numpy arrays: what Ray actors receive (numpy moves ~7x faster)."""
+    def run_arrays(self, latent, starts, stops, ts, prompts, negatives, guidances) -> list:
+        """run_steps on windows of one shared latent array (what Ray actors receive)."""
+        latent = as_tensor(latent)
         steps = [
-            WindowStep(as_tensor(x), t, p, n, g)
-            for x, t, p, n, g in zip(xs, ts, prompts, negatives, guidances, strict=True)
+            WindowStep(latent, a, b, t, p, n, g)
+            for a, b, t, p, n, g in zip(
+                starts, stops, ts, prompts, negatives, guidances, strict=True
+            )
         ]
         return [v.numpy() for v in self.run_steps(steps)]
 
-    def advance(
-        self, xs: list[Tensor], ts: list[float], prompts: list[str], negative: str, guidance: float
-    ) -> list[Tensor]:
-        """Run each window [1, C, T, H, W] through the steps `ts` here, with no fusion."""
-        return advance_windows(self.run_steps, xs, ts, prompts, negative, guidance)
+    def advance(self, x, windows, ts, prompts, negative, guidance) -> list[Tensor]:
+        """Run each window of x [1, C, T, H, W] through the steps `ts` here, with no fusion."""
+        return advance_windows(self.run_steps, x, windows, ts, prompts, negative, guidance)
 
-    def advance_arrays(self, xs, ts, prompts, negative, guidance) -> list[np.ndarray]:
-        """advance over numpy arrays (for Ray actors)."""
-        xs = [as_tensor(x) for x in xs]
-        return [x.numpy() for x in self.advance(xs, ts, prompts, negative, guidance)]
+    def advance_arrays(self, latent, windows, ts, prompts, negative, guidance) -> list:
+        """advance on a latent array [C, T, H, W] (for Ray actors)."""
+        x = as_tensor(latent)[None]
+        return [w[0].numpy() for w in self.advance(x, windows, ts, prompts, negative, guidance)]
 
     def decode_chunk(self, z: Tensor | np.ndarray, start: int, stop: int) -> Tensor:
         """uint8 frames [F, H, W, 3] of latent frames [start, stop) of z [1, C, T, H, W]."""

@@ -27,7 +27,14 @@ class FunctionExecutor:
 
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
         self.calls += len(steps)
-        return [self.fn(s.x, s.t, s.prompt) for s in steps]
+        return [self._guided(s) for s in steps]
+
+    def _guided(self, s: WindowStep) -> Tensor:
+        v = self.fn(s.x, s.t, s.prompt)
+        if s.guidance == 1:
+            return v
+        v_u = self.fn(s.x, s.t, s.negative_prompt)
+        return v_u + s.guidance * (v - v_u)
 
     def decode_chunks(self, z: Tensor, chunks):
         raise AssertionError("these tests check latents only")

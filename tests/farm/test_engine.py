@@ -129,3 +129,13 @@ def test_same_seed_same_latents_with_max_batch_1_and_8(tiny_local):
     assert max(tiny_local.worker.batch_sizes) == 8  # batching really happened
     one = sample_latents(LocalExecutor(tiny_local.worker.model, max_batch=1), j)
     assert (eight - one).abs().max() <= 1e-4
+
+
+def test_guidance_is_applied_per_window():
+    ex = FunctionExecutor(framewise)
+    plain = sample_latents(ex, job(guidance=1.0, window=6, overlap=2))
+    guided = sample_latents(ex, job(guidance=3.0, negative_prompt="dark", window=6, overlap=2))
+    other_negative = sample_latents(
+        ex, job(guidance=3.0, negative_prompt="blur", window=6, overlap=2)
+    )
+    assert not torch.allclose(plain, guided) and not torch.allclose(guided, other_negative)
