@@ -164,8 +164,9 @@ def window_velocities(
     video: str = "",
 ) -> list[Tensor]:
     """Guided velocity [1, C, T_w, H, W] of each window of x [1, C, T, H, W] (CFG per window)."""
+    latent = x[0]  # one view shared by every step, so executors ship it once
     steps = [
-        WindowStep(x[0], a, b, t, p, negative, guidance, (video, i))
+        WindowStep(latent, a, b, t, p, negative, guidance, (video, i))
         for i, ((a, b), p) in enumerate(zip(windows, prompts, strict=True))
     ]
     return [v[None] for v in run(steps)]

@@ -101,9 +101,10 @@ class RayExecutor:
 
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
         n = self._per_call(max((s.guidance for s in steps), default=1.0))
-        groups: dict[int, list[int]] = {}  # steps by the latent they window
+        groups: dict[tuple, list[int]] = {}  # steps by the latent (memory) they window
         for i, s in enumerate(steps):
-            groups.setdefault(id(s.latent), []).append(i)
+            key = (s.latent.data_ptr(), tuple(s.latent.shape), s.latent.stride())
+            groups.setdefault(key, []).append(i)
         calls, order = [], []
         for idx in groups.values():
             ref = self._put(steps[idx[0]].latent)

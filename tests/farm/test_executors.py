@@ -117,3 +117,19 @@ def test_sync_every_runs_windows_where_they_live(ray_local):
     finally:
         ex.close()
     assert (z - expected).abs().max() <= 1e-4
+
+
+def test_a_step_ships_its_latent_once(ray_local):
+    ex = RayExecutor("tiny", num_actors=2, max_batch=2)
+    try:
+        job = JOB.model_copy(update={"steps": 1})
+        sample_latents(ex, job)
+    finally:
+        ex.close()
+    latent_bytes = 4 * JOB.latent_frames * 4 * 6 * 4  # C=4, 32x48 px → 4x6 latent, float32
+    windows = len(job.plan().windows)
+    assert windows > 3
+    # In: the latent once. Out: one guided velocity per window (CFG branches combined there).
+    window_bytes = 4 * 4 * 4 * 6 * 4
+    assert ex.bytes_sent == latent_bytes
+    assert ex.bytes_received == windows * window_bytes
