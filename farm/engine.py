@@ -200,9 +200,15 @@ def _stacked(xs: list[Tensor]) -> list[tuple[int, int]]:
 def blend(parts: list[Tensor], plan: WindowPlan) -> Tensor:
     """Σ_i w_i · part_i over the whole latent: parts are [1, C, T_w, H, W] window tensors."""
     first = parts[0]
-    out = torch.zeros((*first.shape[:2], plan.length, *first.shape[3:]), dtype=first.dtype)
+    out = torch.empty((*first.shape[:2], plan.length, *first.shape[3:]), dtype=first.dtype)
+    covered = 0  # windows are sorted: frames before `covered` already hold a partial sum
     for (start, stop), part, w in zip(plan.windows, parts, plan.weights, strict=True):
-        out[:, :, start:stop] += part * w[start:stop].view(1, 1, -1, 1, 1).to(part.dtype)
+        weights = w[start:stop].view(1, 1, -1, 1, 1).to(part.dtype)
+        split = max(start, covered) - start
+        if split:  # overlap with earlier windows: accumulate
+            out[:, :, start : start + split].addcmul_(part[:, :, :split], weights[:, :, :split])
+        torch.mul(part[:, :, split:], weights[:, :, split:], out=out[:, :, start + split : stop])
+        covered = max(covered, stop)
     return out
 
 

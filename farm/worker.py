@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import resource
 import time
+import warnings
 from collections import OrderedDict, defaultdict
 
 import numpy as np
@@ -22,10 +23,19 @@ from model.text import TextCond
 
 
 def as_tensor(a: np.ndarray | Tensor) -> Tensor:
-    """A tensor over `a`; Ray hands out read-only arrays, which torch must not alias."""
+    """A tensor over `a` without a copy.
+
+    Ray hands out read-only views of its object store; the farm only ever reads these
+    tensors (every update makes a new tensor), so aliasing them is safe and saves a copy of
+    each window per step.
+    """
     if isinstance(a, Tensor):
         return a
-    return torch.from_numpy(a if a.flags.writeable else a.copy())
+    if a.flags.writeable:
+        return torch.from_numpy(a)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(a)
 
 
 class ModelWorker:

@@ -61,6 +61,8 @@ def euler_step(x: Tensor, v: Tensor, t: Tensor | float, t_next: Tensor | float) 
     ``x.dtype``.
     """
     dt = _per_sample(t_next, x) - _per_sample(t, x)
+    if x.dtype == torch.float32:  # one fused pass: long videos make x large
+        return torch.addcmul(x, dt.to(x.dtype), v.to(x.dtype))
     return (x + dt * v).to(x.dtype)
 
 
