@@ -145,9 +145,9 @@ class Executor(Protocol):
         """uint8 frames [F_i, H, W, 3] of each latent chunk [start, stop) of z [1, C, T, H, W]."""
         ...
 
-    # Optional: `advance(x, windows, ts, prompts, negative, guidance) -> window latents` runs
-    # several steps of each window where it lives (see advance_windows); sync_every > 1
-    # uses it when present.
+    # Optional: `advance(x, plan, ts, prompts, negative, guidance) -> x` takes the Euler
+    # steps `ts` on every window where it lives and returns the fused latent (see
+    # fuse_windows); the engine uses it when present.
 
 
 StepRunner = Callable[[list[WindowStep]], list[Tensor]]
@@ -197,19 +197,66 @@ def _stacked(xs: list[Tensor]) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
+class Blender:
+    """Accumulates Σ_i w_i · part_i window by window, as results arrive.
+
+    Parts may arrive in any order; they are summed in window order, so the result is the
+    same bits whatever the pool did. Frames before `covered` already hold a partial sum,
+    so the output needs no zero-fill.
+    """
+
+    def __init__(self, plan: WindowPlan):
+        self.plan = plan
+        self.out: Tensor | None = None
+        self.next = 0
+        self.covered = 0
+        self.waiting: dict[int, Tensor] = {}
+
+    def add(self, index: int, part: Tensor) -> None:
+        """Window `index`'s tensor [1, C, T_w, H, W]."""
+        self.waiting[index] = part
+        while self.next in self.waiting:
+            self._blend(self.waiting.pop(self.next))
+            self.next += 1
+
+    def _blend(self, part: Tensor) -> None:
+        start, stop = self.plan.windows[self.next]
+        if self.out is None:
+            shape = (*part.shape[:2], self.plan.length, *part.shape[3:])
+            self.out = torch.empty(shape, dtype=part.dtype)
+        w = self.plan.weights[self.next, start:stop].view(1, 1, -1, 1, 1).to(part.dtype)
+        split = max(start, self.covered) - start
+        if split:  # overlap with earlier windows: accumulate
+            self.out[:, :, start : start + split].addcmul_(part[:, :, :split], w[:, :, :split])
+        torch.mul(part[:, :, split:], w[:, :, split:], out=self.out[:, :, start + split : stop])
+        self.covered = max(self.covered, stop)
+
+    def result(self) -> Tensor:
+        """The blended latent [1, C, T, H, W] once every window has been added."""
+        if self.next != len(self.plan.windows):
+            raise RuntimeError(f"blend incomplete: {self.next}/{len(self.plan.windows)} windows")
+        return self.out
+
+
 def blend(parts: list[Tensor], plan: WindowPlan) -> Tensor:
     """Σ_i w_i · part_i over the whole latent: parts are [1, C, T_w, H, W] window tensors."""
-    first = parts[0]
-    out = torch.empty((*first.shape[:2], plan.length, *first.shape[3:]), dtype=first.dtype)
-    covered = 0  # windows are sorted: frames before `covered` already hold a partial sum
-    for (start, stop), part, w in zip(plan.windows, parts, plan.weights, strict=True):
-        weights = w[start:stop].view(1, 1, -1, 1, 1).to(part.dtype)
-        split = max(start, covered) - start
-        if split:  # overlap with earlier windows: accumulate
-            out[:, :, start : start + split].addcmul_(part[:, :, :split], weights[:, :, :split])
-        torch.mul(part[:, :, split:], weights[:, :, split:], out=out[:, :, start + split : stop])
-        covered = max(covered, stop)
-    return out
+    blender = Blender(plan)
+    for i, part in enumerate(parts):
+        blender.add(i, part)
+    return blender.result()
+
+
+def fuse_windows(
+    run: StepRunner,
+    x: Tensor,
+    plan: WindowPlan,
+    ts: list[float],
+    prompts: list[str],
+    negative: str,
+    guidance: float,
+) -> Tensor:
+    """Advance every window of x along `ts` on its own, then blend: one fusion."""
+    return blend(advance_windows(run, x, list(plan.windows), ts, prompts, negative, guidance), plan)
 
 
 def sample_latents(
@@ -219,15 +266,21 @@ def sample_latents(
     video: str = "",
     callback: Callable[[int, Tensor, Tensor], None] | None = None,
 ) -> Tensor:
-    """Sample the latent video [1, C, T, H, W] of `job` window by window."""
+    """Sample the latent video [1, C, T, H, W] of `job` window by window.
+
+    Euler steps run where the windows are (`executor.advance`): because the weights sum to
+    1, x + dt·Σ w_i v_i = Σ w_i (x_i + dt·v_i), so replicas return advanced windows and the
+    driver only blends. Heun needs the blended velocity itself, so it goes through
+    `executor.velocities` and the sampler.
+    """
     shape = (1, *executor.latent_shape(job.frames, job.height, job.width))
     x = noise(shape, job.seed)  # drawn once for the whole video: identical on any layout
     plan = job.plan()
     prompts = job.window_prompts(plan)
     ts = flow_timesteps(job.steps, job.shift)
-
     guide = (prompts, job.negative_prompt, job.guidance)
-    if job.sync_every == 1:
+
+    if job.sampler != "euler":
 
         def velocity(x: Tensor, t: Tensor) -> Tensor:
             run = executor.velocities
@@ -236,11 +289,11 @@ def sample_latents(
         return SAMPLERS[job.sampler](velocity, x, ts, callback=callback)
 
     advance = getattr(executor, "advance", None) or (
-        lambda *a: advance_windows(executor.velocities, *a)
+        lambda *a: fuse_windows(executor.velocities, *a)
     )
     for first in range(0, job.steps, job.sync_every):
         last = min(first + job.sync_every, job.steps)
-        x = blend(advance(x, list(plan.windows), ts[first : last + 1].tolist(), *guide), plan)
+        x = advance(x, plan, ts[first : last + 1].tolist(), *guide)  # k steps, one fusion
         if callback is not None:
             callback(last - 1, x, ts[last].expand(1))
     return x

@@ -19,7 +19,7 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from torch import Tensor
 
-from farm.engine import WindowStep
+from farm.engine import Blender, WindowStep, blend
 from farm.worker import ModelWorker, as_tensor
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,10 @@ class LocalExecutor:
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
         return self.worker.run_steps(steps)
 
-    def advance(self, x, windows, ts, prompts, negative, guidance) -> list[Tensor]:
-        return self.worker.advance(x, windows, ts, prompts, negative, guidance)
+    def advance(self, x, plan, ts, prompts, negative, guidance) -> Tensor:
+        return blend(
+            self.worker.advance(x, list(plan.windows), ts, prompts, negative, guidance), plan
+        )
 
     def decode_chunks(self, z: Tensor, chunks: list[tuple[int, int]]) -> list[Tensor]:
         return [self.worker.decode_chunk(z, a, b) for a, b in chunks]
@@ -119,10 +121,11 @@ class RayExecutor:
             out[i] = as_tensor(v)
         return out
 
-    def advance(self, x, windows, ts, prompts, negative, guidance) -> list[Tensor]:
-        """Each window runs its steps on one actor; windows are spread over the pool."""
+    def advance(self, x, plan, ts, prompts, negative, guidance) -> Tensor:
+        """Windows run their steps on the pool and are blended as they come back."""
         n = self._per_call(guidance)
         ref = self._put(x[0])
+        windows = list(plan.windows)
         calls = [
             (
                 "advance_arrays",
@@ -130,7 +133,14 @@ class RayExecutor:
             )
             for k in range(0, len(windows), n)
         ]
-        return [as_tensor(w)[None] for w in itertools.chain.from_iterable(self._run(calls))]
+        blender = Blender(plan)
+
+        def arrived(call: int, parts: list) -> None:
+            for j, part in enumerate(parts):
+                blender.add(call * n + j, as_tensor(part)[None])
+
+        self._run(calls, on_result=arrived)
+        return blender.result()
 
     def decode_chunks(self, z: Tensor, chunks: list[tuple[int, int]]) -> list[Tensor]:
         z_ref = self._put(z)  # one copy in the object store, read by every actor
@@ -146,8 +156,12 @@ class RayExecutor:
             ray.kill(actor)
         self.actors = []
 
-    def _run(self, calls: list[tuple[str, tuple]]) -> list:
-        """Run (method, args) calls over the pool in order; resend those whose actor died."""
+    def _run(self, calls: list[tuple[str, tuple]], on_result=None) -> list:
+        """Run (method, args) calls over the pool; resend those whose actor died.
+
+        Returns the results in call order, or hands each to `on_result(i, result)` as it
+        arrives (then the list holds None), so the caller works while the pool computes.
+        """
         results: list = [None] * len(calls)
         pending: dict = {}
         turn = itertools.count()
@@ -165,8 +179,12 @@ class RayExecutor:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             i, actor = pending.pop(ref)
             try:
-                results[i] = ray.get(ref)
-                self.bytes_received += _tensor_bytes(results[i])
+                result = ray.get(ref)
+                self.bytes_received += _tensor_bytes(result)
+                if on_result is None:
+                    results[i] = result
+                else:
+                    on_result(i, result)
             except _DEATH as e:
                 resends += 1
                 if resends > self.max_resends:
