@@ -13,6 +13,7 @@ EXTRAS ?= dev
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
+	bash scripts/install-system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip setuptools wheel
 	$(PIP) install "$(TORCH_SPEC)"

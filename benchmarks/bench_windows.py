@@ -182,6 +182,11 @@ class SleepWorker:
         time.sleep(self.forward_s * -(-rows // self.max_batch))
         return [np.zeros_like(latent[:, a:b]) for a, b in zip(starts, stops, strict=True)]
 
+    def advance_arrays(self, latent, windows, ts, prompts, negative, guidance):
+        rows = len(windows) * (2 if guidance != 1 else 1)
+        time.sleep(self.forward_s * (len(ts) - 1) * -(-rows // self.max_batch))
+        return [np.array(latent[:, a:b]) for a, b in windows]
+
     def stats(self):
         return {}
 
