@@ -220,7 +220,8 @@ def scaling(actor_counts=(1, 2, 4, 8, 16, 32), forward_s: float = 0.2) -> tuple[
         sample_latents(warm, job.model_copy(update={"steps": 1}))  # untimed: Ray's prestart
         warm.close()
         time.sleep(5)
-        for n in actor_counts:
+        runs = [(n, 1) for n in actor_counts] + [(actor_counts[-1], job.steps)]
+        for n, sync in runs:
             ex = RayExecutor(
                 "sim", num_actors=n, num_cpus=0.05, max_batch=2, threads=None, worker=SleepWorker
             )
@@ -228,7 +229,7 @@ def scaling(actor_counts=(1, 2, 4, 8, 16, 32), forward_s: float = 0.2) -> tuple[
             for a in ex.actors:
                 a.__ray_call__.remote(lambda w, f=forward_s: setattr(w, "forward_s", f))
             start = time.perf_counter()
-            sample_latents(ex, job)
+            sample_latents(ex, job.model_copy(update={"sync_every": sync}))
             wall = time.perf_counter() - start
             ex.close()
             base = base or wall
@@ -237,7 +238,7 @@ def scaling(actor_counts=(1, 2, 4, 8, 16, 32), forward_s: float = 0.2) -> tuple[
             moved = (ex.bytes_sent + ex.bytes_received) / job.steps
             rows.append(
                 [
-                    n,
+                    n if sync == 1 else f"{n}, sync_every={sync}",
                     f"{wall:.2f}",
                     f"{base / wall:.1f}x",
                     f"{100 * eff:.0f}%",
@@ -248,6 +249,7 @@ def scaling(actor_counts=(1, 2, 4, 8, 16, 32), forward_s: float = 0.2) -> tuple[
             data.append(
                 {
                     "actors": n,
+                    "sync_every": sync,
                     "wall_s": wall,
                     "efficiency": eff,
                     "bytes_per_step": moved,
