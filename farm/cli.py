@@ -87,5 +87,57 @@ def demo(
     )
 
 
+campaign_app = typer.Typer(help="Campaigns: validate, inspect and run variant sets.")
+app.add_typer(campaign_app, name="campaign")
+
+
+def _load_campaign(path: str):
+    """Read a spec (YAML/JSON) or a feed (CSV/Parquet) file into (spec-or-None, variants)."""
+    from farm.campaign import expand, expand_feed
+    from farm.spec import load_feed, load_spec
+
+    data = Path(path).read_bytes()
+    suffix = Path(path).suffix.lower()
+    if suffix in (".csv", ".parquet"):
+        return None, expand_feed(load_feed(data, suffix[1:]), None)
+    spec = load_spec(data, fmt="json" if suffix == ".json" else "yaml")
+    return spec, expand(spec)
+
+
+@campaign_app.command("schema")
+def campaign_schema() -> None:
+    """Print the JSON schema of a campaign spec (every field documented)."""
+    import json
+
+    from farm.spec import spec_json_schema
+
+    typer.echo(json.dumps(spec_json_schema(), indent=2, ensure_ascii=False))
+
+
+@campaign_app.command("validate")
+def campaign_validate(
+    path: str = typer.Argument(..., help="Campaign spec (.yaml/.json) or feed (.csv/.parquet)."),
+) -> None:
+    """Check a spec or feed: errors name the field; prints variant count and GPU-seconds."""
+    from farm.campaign import summary
+
+    try:
+        spec, variants = _load_campaign(path)
+    except FileNotFoundError:
+        console.print(f"[red]error:[/red] no such file: {path}")
+        raise typer.Exit(2) from None
+    except ValueError as e:  # SpecError names the path of every bad field
+        console.print(f"[red]invalid campaign[/red] {path}:\n{e}")
+        raise typer.Exit(2) from None
+    info = summary(variants)
+    table = Table(title=f"{spec.name if spec else Path(path).name}: {info['variants']} variants")
+    table.add_column("locale")
+    table.add_column("variants", justify="right")
+    for locale, count in sorted(info["by_locale"].items()):
+        table.add_row(locale, str(count))
+    console.print(table)
+    console.print(f"estimated GPU time: {info['est_gpu_s']:.1f} GPU-seconds")
+
+
 def main() -> None:
     app()

@@ -51,3 +51,27 @@ def test_bad_size_is_refused_with_the_rule(tmp_path):
     )
     assert result.exit_code == 2 and "WIDTHxHEIGHT" in result.output
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_campaign_validate_counts_variants():
+    result = runner.invoke(app, ["campaign", "validate", "examples/campaign.yaml"])
+    assert result.exit_code == 0, result.output
+    assert "12 variants" in result.output and "zh-CN" in result.output
+
+
+def test_campaign_validate_names_the_bad_field(tmp_path):
+    text = open("examples/campaign.yaml", encoding="utf-8").read()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        text.replace("headline: Cold for 24 hours. Ready for anything.", 'headline: ""'),
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["campaign", "validate", str(bad)])
+    assert result.exit_code == 2
+    assert "locales.en-US.headline" in result.output
+
+
+def test_campaign_schema_is_json_with_descriptions():
+    result = runner.invoke(app, ["campaign", "schema"])
+    schema = json.loads(result.output)
+    assert "locales" in schema["properties"] and schema["properties"]["locales"]["description"]
