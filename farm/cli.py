@@ -94,7 +94,8 @@ app.add_typer(campaign_app, name="campaign")
 def _load_campaign(path: str):
     """Read a spec (YAML/JSON) or a feed (CSV/Parquet) file into (spec-or-None, variants)."""
     from farm.campaign import expand, expand_feed
-    from farm.spec import load_feed, load_spec
+    from farm.feed import load_feed
+    from farm.spec import load_spec
 
     data = Path(path).read_bytes()
     suffix = Path(path).suffix.lower()

@@ -137,6 +137,10 @@ class Executor(Protocol):
         """(C, T, H, W) of the latent for a video of this size."""
         ...
 
+    def model_info(self) -> dict[str, str]:
+        """{"model": preset name, "weights_sha256": ...} of the replicas' model."""
+        ...
+
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
         """The guided velocity of every window-step, in order."""
         ...

@@ -34,6 +34,9 @@ class LocalExecutor:
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         return self.worker.latent_shape(frames, height, width)
 
+    def model_info(self) -> dict[str, str]:
+        return self.worker.model_info()
+
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
         return self.worker.run_steps(steps)
 
@@ -100,6 +103,12 @@ class RayExecutor:
         array = latent.detach().contiguous().numpy()
         self.bytes_sent += array.nbytes
         return ray.put(array)
+
+    def model_info(self) -> dict[str, str]:
+        """The pool's model (every actor loads the same reference)."""
+        if not hasattr(self, "_model_info"):
+            self._model_info = self._run([("model_info", ())])[0]
+        return self._model_info
 
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
         n = self._per_call(max((s.guidance for s in steps), default=1.0))

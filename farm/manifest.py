@@ -24,8 +24,9 @@ Invariants:
    newer epoch before and after writing and raises `StaleWriter` when fenced.
 4. Readers take the newest readable snapshot plus the valid parts after it. A part that
    cannot be read or has the wrong schema goes to `Manifest.problems` and is skipped; an
-   unreadable snapshot falls back to an older one (parts are kept). A snapshot at `seq`
-   never changes meaning: every later epoch's `fenced_from` is above `seq`.
+   unreadable snapshot falls back to an older one (parts are kept). Snapshot rows are
+   final: an epoch taken after it fences from above its seq, and an epoch racing it
+   adopts (2) whatever it fences.
 5. A variant's latest event is the one with the highest seq, then the last row.
 """
 
@@ -171,7 +172,8 @@ class Manifest:
         m = cls(fs, path, campaign_id)
         for name in ("spec.json", "variants.parquet"):
             if not retry(lambda n=name: fs.exists(m._path(n)), f"stat {name}"):
-                raise ManifestNotFound(f"no campaign {campaign_id!r}: {m._path(name)} is missing")
+                url = fs.unstrip_protocol(m._path(name))
+                raise ManifestNotFound(f"no campaign {campaign_id!r}: {url} is missing")
         return m
 
     def _variants_digest(self) -> bytes | None:
@@ -287,7 +289,7 @@ class Manifest:
         return events.filter(keep), max([base_seq, *later])
 
     def events(self) -> pa.Table:
-        """Every valid event after the newest snapshot's (EVENTS columns plus `seq`)."""
+        """The newest readable snapshot's rows, then every valid part after it, plus `seq`."""
         return self._events()[0]
 
     def status(self) -> pa.Table:

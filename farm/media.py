@@ -152,6 +152,45 @@ def as_fps(fps: FpsLike) -> Fraction:
     return rate
 
 
+# BT.709 RGB → Y'CbCr, limited ("tv") range: rows give Y, Cb, Cr from (R, G, B) in 0..255.
+_BT709 = np.array(
+    [[0.2126, 0.7152, 0.0722], [-0.114572, -0.385428, 0.5], [0.5, -0.454153, -0.045847]],
+    dtype=np.float32,
+) * (np.array([219.0, 224.0, 224.0], dtype=np.float32)[:, None] / 255.0)
+_OFFSET = np.array([16.0, 128.0, 128.0], dtype=np.float32)
+
+
+def _yuv420_frames(frames: np.ndarray, chunk: int = 16):
+    """Yield each RGB frame as a yuv420p `av.VideoFrame` whose bytes are fully defined.
+
+    The conversion is done here with numpy and every plane is written whole, row padding
+    zeroed (PyAV leaves it uninitialised when the width is not a multiple of the alignment),
+    so every byte handed to the encoder is defined: the same frames, the same file.
+    """
+    _, h, w, _ = frames.shape
+    for planes in _yuv420_planes(frames, chunk):
+        frame = av.VideoFrame(w, h, "yuv420p")
+        for plane, data in zip(frame.planes, planes, strict=True):
+            rows = np.zeros((plane.height, plane.line_size), dtype=np.uint8)
+            rows[:, : plane.width] = data
+            plane.update(rows)
+        yield frame
+
+
+def _yuv420_planes(frames: np.ndarray, chunk: int = 16):
+    """Yield the (Y [H, W], U [H/2, W/2], V [H/2, W/2]) planes of each RGB frame (BT.709)."""
+    _, h, w, _ = frames.shape
+    for start in range(0, len(frames), chunk):
+        rgb = frames[start : start + chunk].astype(np.float32)
+        ycc = rgb @ _BT709.T + _OFFSET  # (n, H, W, 3)
+        y = np.clip(np.rint(ycc[..., 0]), 0, 255).astype(np.uint8)
+        # 4:2:0: average each 2x2 block of chroma.
+        c = ycc[..., 1:].reshape(len(rgb), h // 2, 2, w // 2, 2, 2).mean(axis=(2, 4))
+        c = np.clip(np.rint(c), 0, 255).astype(np.uint8)  # (n, H/2, W/2, 2)
+        for k in range(len(rgb)):
+            yield y[k], c[k, ..., 0], c[k, ..., 1]
+
+
 def encode_mp4(
     frames: Any,
     fps: FpsLike,
@@ -193,12 +232,11 @@ def encode_mp4(
             cc.time_base = 1 / rate
             cc.colorspace = cc.color_primaries = cc.color_trc = 1  # BT.709
             cc.color_range = 1  # limited ("tv") range, what players expect
-            stream.options = {"crf": str(crf), "preset": preset}
-            for i, rgb in enumerate(arr):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-                frame = frame.reformat(
-                    format="yuv420p", dst_colorspace="itu709", dst_color_range="MPEG"
-                )
+            # mbtree off: x264's macroblock-tree pass read uninitialised lowres memory here, so
+            # the same frames encoded to different bytes from run to run. The same request
+            # must give the same file; the cost is a few percent of bitrate at the same CRF.
+            stream.options = {"crf": str(crf), "preset": preset, "x264-params": "mbtree=0"}
+            for i, frame in enumerate(_yuv420_frames(arr)):
                 frame.pts = i
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))  # flush delayed B-frames

@@ -67,14 +67,16 @@ class ModelWorker:
         """(C, T, H, W) of the latent for a video of this size."""
         return self.model.latent_shape(frames, height, width)
 
+    def model_info(self) -> dict[str, str]:
+        """Which model this replica holds: preset name and weights sha256 (for provenance)."""
+        return {"model": self.model.config.name, "weights_sha256": self.model.weights_digest()}
+
     def encode(self, prompts: list[str]) -> TextCond:
         """Encodings of `prompts`, batched into one TextCond, from an LRU cache by prompt."""
-        missing = list(dict.fromkeys(p for p in prompts if p not in self._conds))
-        if missing:
-            fresh = self.model.encode_text(missing)
-            for i, prompt in enumerate(missing):
-                n = int(fresh.mask[i].sum())
-                self._conds[prompt] = TextCond(fresh.emb[i : i + 1, :n], fresh.mask[i : i + 1, :n])
+        for prompt in dict.fromkeys(p for p in prompts if p not in self._conds):
+            # Alone, not batched with others: an encoding must not depend on its neighbours'
+            # padding, or the same prompt and seed would not give the same file.
+            self._conds[prompt] = self.model.encode_text([prompt])
         for prompt in prompts:
             self._conds.move_to_end(prompt)
         conds = [self._conds[p] for p in prompts]

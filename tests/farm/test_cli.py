@@ -1,6 +1,7 @@
 """The `farm` CLI renders real MP4s and refuses bad input with a clear message."""
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -60,7 +61,7 @@ def test_campaign_validate_counts_variants():
 
 
 def test_campaign_validate_names_the_bad_field(tmp_path):
-    text = open("examples/campaign.yaml", encoding="utf-8").read()
+    text = Path("examples/campaign.yaml").read_text(encoding="utf-8")
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         text.replace("headline: Cold for 24 hours. Ready for anything.", 'headline: ""'),
