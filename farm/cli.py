@@ -68,23 +68,54 @@ def render(
 
 @app.command()
 def demo(
-    out: str = typer.Option("farm-data/demo", help="Where the demo video goes."),
-    preset: str = typer.Option("small", help="Model preset."),
+    spec_path: str = typer.Option("examples/campaign.yaml", "--spec", help="Campaign to run."),
+    root: str = typer.Option("farm-data", help="Storage root (local dir or fsspec URL)."),
+    preset: str = typer.Option("", help="Model preset (default: the campaign's)."),
+    limit: int = typer.Option(0, help="Render at most this many variants (0 = all)."),
 ) -> None:
-    """Render one short video with the bundled model (the embedded default)."""
-    Path(out).mkdir(parents=True, exist_ok=True) if "://" not in out else None
-    render(
-        prompt="A red bottle turns slowly on a white table, studio light",
-        negative_prompt="blurry, dark",
-        seconds=1.0,
-        size="256x144",
-        fps=24,
-        steps=12,
-        guidance=4.0,
-        seed=0,
-        preset=preset,
-        out=out,
+    """Run the example campaign on this machine: manifest, localized MP4s, progress."""
+    from farm.campaign import campaign_id
+    from farm.executors import LocalExecutor
+    from farm.manifest import Manifest
+    from farm.runner import render_pending
+    from farm.variant_render import output_dir
+
+    try:
+        spec, variants = _load_campaign(spec_path)
+    except (OSError, ValueError) as e:
+        console.print(f"[red]invalid campaign[/red] {spec_path}:\n{e}")
+        raise typer.Exit(2) from None
+    cid = campaign_id(spec)
+    manifest = Manifest.create(root, cid, spec.model_dump(mode="json"), variants)
+    todo = manifest.pending().num_rows if not limit else min(limit, manifest.pending().num_rows)
+    with console.status(f"loading model {preset or spec.preset!r}"):
+        executor = LocalExecutor(preset or spec.preset)
+    start = time.perf_counter()
+    with _progress() as bar:
+        task = bar.add_task(f"campaign {spec.name}", total=todo)
+        report = render_pending(
+            manifest,
+            executor,
+            root,
+            limit=limit or None,
+            on_done=lambda row, status: bar.update(task, advance=1),
+        )
+    _progress_table(manifest, f"{spec.name} ({cid})")
+    console.print(
+        f"{report.completed} rendered, {report.failed} failed in "
+        f"{time.perf_counter() - start:.0f} s; files in {output_dir(root, cid)}"
     )
+
+
+def _progress_table(manifest, title: str) -> None:
+    """Counts by status x locale x format, as a rich table."""
+    groups = manifest.progress().by_group.to_pylist()
+    table = Table(title=title)
+    for column in ("locale", "format", "status", "variants"):
+        table.add_column(column, justify="right" if column == "variants" else "left")
+    for g in sorted(groups, key=lambda g: (g["locale"], g["format"], g["status"])):
+        table.add_row(g["locale"], g["format"], g["status"], str(g["count"]))
+    console.print(table)
 
 
 campaign_app = typer.Typer(help="Campaigns: validate, inspect and run variant sets.")

@@ -1,0 +1,103 @@
+"""Render a campaign's pending variants and record every outcome in its manifest.
+
+The loop the campaign job runs (and `farm demo` in-process): take a writer epoch, pick the
+pending variants (highest priority first), mark each `in_progress`, render it through any
+executor, and commit `completed` with its file and sha256, or `failed` with a reason from
+the failure taxonomy. Finished variants are never pending again, so running it a second
+time after a crash resumes where the manifest says, without re-rendering anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from farm.engine import Executor
+from farm.manifest import Manifest
+from farm.variant_render import render_variant
+
+
+@dataclass
+class RunReport:
+    """What one pass over the pending variants did."""
+
+    completed: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+
+def failure_code(error: BaseException) -> str:
+    """The taxonomy code of a render failure (farm.schemas.FAILURE_CODES)."""
+    if isinstance(error, ValueError):
+        return "invalid_input"
+    if isinstance(error, MemoryError) or "out of memory" in str(error).lower():
+        return "oom"
+    if isinstance(error, OSError):
+        return "storage_error"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    return "model_error"
+
+
+def render_pending(
+    manifest: Manifest,
+    executor: Executor,
+    root: str,
+    *,
+    limit: int | None = None,
+    max_attempts: int = 3,
+    storage_options: dict | None = None,
+    on_done: Callable[[dict, str], None] | None = None,
+    **engine,
+) -> RunReport:
+    """Render up to `limit` pending variants one after another; returns the counts."""
+    start = time.perf_counter()
+    report = RunReport()
+    writer = manifest.writer(worker="runner")
+    status = manifest.status()
+    attempts = dict(
+        zip(status["variant_id"].to_pylist(), status["attempt"].to_pylist(), strict=True)
+    )
+    pending = manifest.pending(max_attempts=max_attempts)
+    if limit is not None:
+        pending = pending.slice(0, limit)
+    for row in pending.to_pylist():
+        vid, attempt = row["variant_id"], attempts.get(row["variant_id"], 0) + 1
+        writer.commit([{"variant_id": vid, "status": "in_progress", "attempt": attempt}])
+        t0 = time.perf_counter()
+        try:
+            out = render_variant(executor, row, root, storage_options=storage_options, **engine)
+        except Exception as error:  # every failure is recorded, none is lost
+            writer.commit(
+                [
+                    {
+                        "variant_id": vid,
+                        "status": "failed",
+                        "attempt": attempt,
+                        "error_code": failure_code(error),
+                        "error_message": str(error)[:2000],
+                    }
+                ]
+            )
+            report.failed += 1
+            if on_done:
+                on_done(row, "failed")
+            continue
+        writer.commit(
+            [
+                {
+                    "variant_id": vid,
+                    "status": "completed",
+                    "attempt": attempt,
+                    "output_url": out.mp4_url,
+                    "sha256": out.sha256,
+                    "gpu_seconds": time.perf_counter() - t0,
+                }
+            ]
+        )
+        report.completed += 1
+        if on_done:
+            on_done(row, "completed")
+    report.seconds = time.perf_counter() - start
+    return report
