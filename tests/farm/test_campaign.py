@@ -279,3 +279,25 @@ def test_summary_of_nothing() -> None:
         "by_format": {},
         "by_product": {},
     }
+
+
+def test_100k_campaign_through_the_manifest(tmp_path) -> None:
+    from farm.manifest import Manifest
+
+    spec = big_spec()
+    variants = expand(spec)
+    cid = campaign_id(spec)
+    Manifest.create(str(tmp_path), cid, spec.model_dump(mode="json"), variants)
+    reopened = Manifest.open(str(tmp_path), cid)
+    writer = reopened.writer()
+    done = variants["variant_id"].slice(0, 2_500).to_pylist()
+    writer.commit([{"variant_id": v, "status": "completed", "attempt": 1} for v in done])
+    progress = Manifest.open(str(tmp_path), cid).progress()
+    assert progress.total == 100_000
+    assert progress.by_status["completed"] == 2_500
+    assert progress.by_status["queued"] == 97_500
+    groups = progress.by_group.to_pylist()
+    per_cell = {(g["locale"], g["format"]): 0 for g in groups}
+    for g in groups:
+        per_cell[(g["locale"], g["format"])] += g["count"]
+    assert len(per_cell) == 50 * 4 and set(per_cell.values()) == {500}
