@@ -1,0 +1,301 @@
+"""The farm's configuration: one `Settings` object read from the environment and a YAML file.
+
+Sources, highest priority first:
+
+1. keyword arguments (``Settings(renderer_max_replicas=4)``, ``Settings.from_yaml(p, **kw)``);
+2. environment variables ``FARM_<FIELD>``, e.g. ``FARM_RENDERER_MAX_REPLICAS=5``. Dict fields
+   take JSON (``FARM_STORAGE_OPTIONS='{"anon": true}'``) or one key per variable with the
+   nested delimiter ``__`` (``FARM_STORAGE_OPTIONS__ENDPOINT_URL=http://minio:9000``; keys
+   are lower-cased because environment names are case-insensitive, and values stay strings);
+3. a YAML mapping of field names to values: the file given to `Settings.from_yaml`, else
+   the file named by ``$FARM_SETTINGS_FILE``; a missing file is an error, an empty one is {};
+4. the defaults below.
+
+Dict fields (``storage_options``, ``tokens``) are merged key by key across these sources, the
+higher-priority source winning per key.
+
+Unknown keys are refused (a typo in the YAML file names the bad key), and every invalid value
+is reported with the field's name. `get_settings` returns one cached instance for the
+process; `reset_settings` drops it (tests, or after changing the environment).
+
+Auth: ``tokens`` maps the sha256 hex of a bearer token (`hash_token`) to a tenant name, so
+the settings never hold a usable token. With no tokens the API serves nobody unless
+``allow_anonymous`` is true (the local demo sets it).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+__all__ = [
+    "ENV_PREFIX",
+    "SETTINGS_FILE_ENV",
+    "Settings",
+    "SettingsFileError",
+    "get_settings",
+    "hash_token",
+    "reset_settings",
+]
+
+ENV_PREFIX = "FARM_"
+SETTINGS_FILE_ENV = "FARM_SETTINGS_FILE"
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+# The file `Settings.from_yaml` is loading, seen by `settings_customise_sources` (a context
+# variable, so concurrent loads in threads or tasks don't see each other's file).
+_yaml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "farm_settings_yaml_file", default=None
+)
+
+
+class SettingsFileError(ValueError):
+    """The settings YAML file is missing, unreadable or not a mapping of field names."""
+
+
+def hash_token(token: str) -> str:
+    """The sha256 hex digest of a bearer token: the key to use in `Settings.tokens`."""
+    if not isinstance(token, str) or not token:
+        raise ValueError("token must be a non-empty string")
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsFileError(f"settings file {str(path)!r} does not exist") from None
+    except OSError as e:
+        raise SettingsFileError(f"settings file {str(path)!r} cannot be read: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SettingsFileError(f"settings file {str(path)!r} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsFileError(
+            f"settings file {str(path)!r} must hold a mapping of setting names to values, "
+            f"got {type(data).__name__}"
+        )
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise SettingsFileError(f"settings file {str(path)!r}: keys must be strings, got {bad!r}")
+    return data
+
+
+def _d(text: str) -> Any:
+    return Field(description=text)
+
+
+class Settings(BaseSettings):
+    """Everything the farm reads from its environment; see the module docstring for sources."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # ---- storage and model --------------------------------------------------------------
+    storage_root: str = Field(
+        "farm-data",
+        min_length=1,
+        description="Root of the farm's storage (manifests, outputs): a local path or any "
+        "fsspec URL such as s3://bucket/prefix.",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options for storage_root (e.g. endpoint_url, anon).",
+    )
+    model: str = Field(
+        "small",
+        min_length=1,
+        description="Model to render with: a preset name (e.g. small) or a checkpoint URL.",
+    )
+
+    # ---- renderer pool (Ray Serve deployment on the GPU workers) ----------------------------
+    renderer_num_gpus: float = Field(
+        0.0,
+        ge=0,
+        description="GPUs per renderer replica; fractions share a GPU, above 1 must be whole.",
+    )
+    renderer_num_cpus: float = Field(1.0, ge=0, description="CPUs per renderer replica.")
+    renderer_min_replicas: int = Field(
+        1, ge=0, description="Fewest renderer replicas; 0 lets the pool scale to zero when idle."
+    )
+    renderer_max_replicas: int = Field(2, ge=1, description="Most renderer replicas.")
+    renderer_target_ongoing_requests: float = Field(
+        4.0, gt=0, description="Autoscaling target: ongoing requests per renderer replica."
+    )
+    renderer_upscale_delay_s: float = Field(
+        5.0, ge=0, description="Seconds of sustained load before the pool scales up."
+    )
+    renderer_downscale_delay_s: float = Field(
+        60.0, ge=0, description="Seconds of sustained low load before the pool scales down."
+    )
+    renderer_max_batch: int = Field(
+        8, ge=1, description="Most window-steps a renderer replica runs as one batch."
+    )
+    renderer_batch_wait_s: float = Field(
+        0.01, ge=0, description="Longest a renderer replica waits to fill a batch, in seconds."
+    )
+
+    # ---- director and encoder ---------------------------------------------------------------
+    director_max_videos: int = Field(
+        8, ge=1, description="Videos one director replica renders concurrently."
+    )
+    encoder_replicas: int = Field(1, ge=1, description="Replicas of the MP4 encoder deployment.")
+
+    # ---- engine defaults --------------------------------------------------------------------
+    window: int = Field(16, ge=1, description="Latent frames per denoising window.")
+    overlap: int = Field(4, ge=0, description="Latent frames shared by neighbouring windows.")
+    decode_chunk: int = Field(16, ge=1, description="Latent frames decoded by the VAE at once.")
+
+    # ---- request limits ---------------------------------------------------------------------
+    max_seconds: float = Field(60.0, gt=0, description="Longest video a request may ask for.")
+    max_pixels: int = Field(
+        832 * 480, ge=1, description="Largest frame (width x height) a request may ask for."
+    )
+    max_steps: int = Field(100, ge=1, description="Most sampler steps a request may ask for.")
+    max_variants: int = Field(
+        100_000, ge=1, description="Most variants one campaign may expand to."
+    )
+    max_prompt_bytes: int = Field(2000, ge=1, description="Longest prompt, in UTF-8 bytes.")
+    max_body_bytes: int = Field(
+        1_000_000, ge=1, description="Largest HTTP request body the API accepts, in bytes."
+    )
+
+    # ---- campaign jobs ----------------------------------------------------------------------
+    max_attempts: int = Field(
+        3, ge=1, description="Render attempts per variant before it is marked failed."
+    )
+    job_concurrency: int = Field(
+        4, ge=1, description="Bulk campaign variants a campaign job keeps in flight."
+    )
+    interactive_headroom: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="Fraction of renderer pool capacity campaign jobs leave free for "
+        "interactive /v1/videos requests (0 <= headroom < 1).",
+    )
+
+    # ---- auth -------------------------------------------------------------------------------
+    tokens: dict[str, str] = Field(
+        default_factory=dict,
+        description="sha256 hex of a bearer token (see hash_token) -> tenant name. "
+        "Empty: nobody is authenticated, so requests are served only if allow_anonymous.",
+    )
+    allow_anonymous: bool = Field(
+        False, description="Serve requests without a bearer token (local demo only)."
+    )
+
+    # ---- validators -------------------------------------------------------------------------
+    @field_validator("storage_root", "model")
+    @classmethod
+    def _not_blank(cls, v: str, info: ValidationInfo) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError(f"{info.field_name} must not be blank")
+        return v
+
+    @field_validator("renderer_num_gpus")
+    @classmethod
+    def _whole_gpus_above_one(cls, v: float) -> float:
+        if v > 1 and not float(v).is_integer():
+            raise ValueError(
+                f"renderer_num_gpus above 1 must be a whole number of GPUs (got {v}); "
+                "fractions (0 < n < 1) share one GPU"
+            )
+        return v
+
+    @field_validator("tokens")
+    @classmethod
+    def _token_hashes(cls, v: dict[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for digest, tenant in v.items():
+            key = digest.strip().lower()
+            if not _SHA256_HEX.fullmatch(key):
+                shown = digest if len(digest) <= 12 else digest[:8] + "…"
+                raise ValueError(
+                    f"key {shown!r} is not a sha256 hex digest (64 hex characters); store "
+                    "hash_token(token), never the token itself"
+                )
+            if not tenant.strip():
+                raise ValueError(f"tenant name for token hash {key[:8]}… must not be blank")
+            if key in out:
+                raise ValueError(f"token hash {key[:8]}… is listed twice")
+            out[key] = tenant.strip()
+        return out
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.renderer_min_replicas > self.renderer_max_replicas:
+            raise ValueError(
+                f"renderer_min_replicas ({self.renderer_min_replicas}) must be <= "
+                f"renderer_max_replicas ({self.renderer_max_replicas})"
+            )
+        if self.overlap >= self.window:
+            raise ValueError(
+                f"overlap ({self.overlap}) must be smaller than window ({self.window})"
+            )
+        return self
+
+    # ---- sources ----------------------------------------------------------------------------
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _yaml_file.get()
+        if path is None and os.environ.get(SETTINGS_FILE_ENV):
+            path = Path(os.environ[SETTINGS_FILE_ENV])
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=_load_yaml(path)))
+        return tuple(sources)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> Settings:
+        """Settings from a YAML file (instead of ``$FARM_SETTINGS_FILE``).
+
+        Environment variables and `overrides` still take precedence over the file.
+        """
+        token = _yaml_file.set(Path(path))
+        try:
+            return cls(**overrides)
+        finally:
+            _yaml_file.reset(token)
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment (and ``$FARM_SETTINGS_FILE``)."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings; the next `get_settings` reads the environment again."""
+    get_settings.cache_clear()
