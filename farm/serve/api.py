@@ -1,0 +1,143 @@
+"""The Api ingress deployment: the HTTP face of the farm (FastAPI under `@serve.ingress`).
+
+POST /v1/videos → 201 video; GET /v1/videos/{id}; GET /v1/videos/{id}/content?variant=
+video|thumbnail; DELETE /v1/videos/{id} (cancel); GET /healthz. Every error is JSON
+{code, message, param?}: bad input is a 4xx naming the field, an unknown id a 404.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the endpoint annotations as
+# classes (under `serve.ingress` string annotations resolve against Ray's globals).
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+import fsspec
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from starlette.exceptions import HTTPException
+
+from farm.serve.director import videos_dir
+from farm.serve.schemas import CreateVideoRequest, Limits, RequestError
+
+log = logging.getLogger(__name__)
+
+app = FastAPI(title="video farm", version="1")
+_ID = re.compile(r"^[0-9a-f]{32}$")
+_CONTENT = {"video": ("mp4", "video/mp4"), "thumbnail": ("jpg", "image/jpeg")}
+
+
+def _error(status: int, code: str, message: str, param: str | None = None) -> JSONResponse:
+    return JSONResponse(RequestError(status, code, message, param).body(), status_code=status)
+
+
+@app.exception_handler(RequestError)
+async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming the offending field(s): 'size: Value error, width 70 must be ...'."""
+    errors = exc.errors()
+    skip = ("body", "query", "path")
+    params = [".".join(str(p) for p in e["loc"] if p not in skip) for e in errors]
+    message = "; ".join(f"{p or 'body'}: {e['msg']}" for p, e in zip(params, errors, strict=True))
+    param = params[0] if params else None
+    return _error(422, "invalid_request", message or "invalid request", param)
+
+
+@app.exception_handler(HTTPException)
+async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _error(exc.status_code, code, str(exc.detail))
+
+
+@app.exception_handler(Exception)
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s", request.url.path)
+    return _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def _not_found(video_id: str) -> RequestError:
+    return RequestError(404, "not_found", f"no video with id {video_id!r}", "video_id")
+
+
+@serve.deployment(name="Api", max_ongoing_requests=200, ray_actor_options={"num_cpus": 0})
+@serve.ingress(app)
+class Api:
+    """HTTP ingress: validates requests and asks the Director; serves finished files."""
+
+    def __init__(
+        self,
+        director: Any,
+        storage_root: str,
+        *,
+        limits: dict[str, Any] | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ):
+        self.director = director  # DeploymentHandle of a Director
+        self.root = storage_root
+        self.limits = Limits.model_validate(limits or {})
+        self.storage_options = dict(storage_options or {})
+
+    @app.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        """Liveness of the ingress."""
+        return {"status": "ok"}
+
+    @app.post("/v1/videos", status_code=201)
+    async def create(self, body: CreateVideoRequest) -> dict[str, Any]:
+        """Queue a video (or find the same request's video); 201 with its state."""
+        self.limits.check(body)
+        return await self.director.create.remote(body.model_dump())
+
+    @app.get("/v1/videos/{video_id}")
+    async def get(self, video_id: str) -> dict[str, Any]:
+        """A video's status, progress and error."""
+        return await self._status(video_id)
+
+    @app.delete("/v1/videos/{video_id}")
+    async def cancel(self, video_id: str) -> dict[str, Any]:
+        """Cancel a queued or rendering video; returns its state."""
+        if not _ID.match(video_id):
+            raise _not_found(video_id)
+        video = await self.director.cancel.remote(video_id)
+        if video is None:
+            raise _not_found(video_id)
+        return video
+
+    @app.get("/v1/videos/{video_id}/content")
+    async def content(self, video_id: str, variant: str = "video") -> Response:
+        """The finished MP4 (variant=video) or its JPEG poster (variant=thumbnail)."""
+        if variant not in _CONTENT:
+            raise RequestError(
+                422, "invalid_request", f"variant must be one of {sorted(_CONTENT)}", "variant"
+            )
+        video = await self._status(video_id)
+        if video["status"] != "completed":
+            raise RequestError(
+                409, "not_ready", f"video {video_id} is {video['status']}, not completed"
+            )
+        ext, media_type = _CONTENT[variant]
+        url = f"{videos_dir(self.root)}/{video_id}.{ext}"
+        try:
+            data = await asyncio.to_thread(self._read, url)
+        except FileNotFoundError:
+            raise _not_found(video_id) from None
+        return Response(content=data, media_type=media_type)
+
+    async def _status(self, video_id: str) -> dict[str, Any]:
+        if not _ID.match(video_id):
+            raise _not_found(video_id)
+        video = await self.director.status.remote(video_id)
+        if video is None:
+            raise _not_found(video_id)
+        return video
+
+    def _read(self, url: str) -> bytes:
+        with fsspec.open(url, "rb", **self.storage_options) as f:
+            return f.read()

@@ -1,0 +1,200 @@
+"""The Director deployment: turns video requests into finished files, many at once.
+
+`create` names a video by the content hash of its request and starts it in the background;
+each video's engine loop runs in a thread (`asyncio.to_thread`) through a `ServeExecutor`
+on the Renderer pool, so the window-steps of all videos in flight meet in the Renderer's
+batches. Frames go to `{storage_root}/videos/{id}.mp4|jpg|json`. Status and progress live
+in memory; a video whose sidecar is already in storage counts as completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+from ray import serve
+
+from farm.engine import VideoJob, render
+from farm.media import Provenance, write_video_outputs
+from farm.serve.executor import ServeExecutor
+from farm.serve.schemas import CreateVideoRequest, Video, VideoError
+from farm.serve.schemas import VideoStatus as Status
+
+log = logging.getLogger(__name__)
+
+
+def videos_dir(root: str) -> str:
+    """Where the app's finished files go."""
+    return f"{root.rstrip('/')}/videos"
+
+
+class Cancelled(Exception):
+    """Raised inside a video's engine loop once the video is cancelled."""
+
+
+@dataclass
+class _Video:
+    id: str
+    request: CreateVideoRequest
+    status: Status = "queued"
+    progress: float = 0.0
+    error: VideoError | None = None
+    created_at: float = field(default_factory=time.time)
+    completed_at: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    task: asyncio.Task | None = None
+    started: bool = False
+
+
+@serve.deployment(name="Director", max_ongoing_requests=1000, ray_actor_options={"num_cpus": 1})
+class Director:
+    """Video lifecycle: create (idempotent by content), status, cancel; renders in background."""
+
+    def __init__(
+        self,
+        renderer: Any,
+        storage_root: str,
+        *,
+        model: str = "tiny",
+        engine: dict[str, Any] | None = None,
+        max_videos: int = 8,
+        storage_options: dict[str, Any] | None = None,
+        max_resends: int = 8,
+    ):
+        self.executor = ServeExecutor(renderer, max_resends=max_resends)
+        self.root = storage_root
+        self.model = model
+        self.engine = dict(engine or {})
+        self.storage_options = dict(storage_options or {})
+        self.videos: dict[str, _Video] = {}
+        self._slots = asyncio.Semaphore(max_videos)
+
+    async def create(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Start rendering `request` (CreateVideoRequest fields); returns the video's state."""
+        req = CreateVideoRequest.model_validate(request)
+        video_id = req.video_id(self.model, self.engine)
+        video = self.videos.get(video_id)
+        if video is not None and video.status in ("queued", "in_progress", "completed"):
+            return self._view(video)
+        video = _Video(video_id, req)
+        self.videos[video_id] = video
+        if await asyncio.to_thread(self._stored, video_id):
+            video.status, video.progress, video.completed_at = "completed", 1.0, time.time()
+        else:
+            video.task = asyncio.create_task(self._run(video))
+        return self._view(video)
+
+    async def status(self, video_id: str) -> dict[str, Any] | None:
+        """The video's state, or None when this app has never seen it."""
+        video = self.videos.get(video_id)
+        return None if video is None else self._view(video)
+
+    async def cancel(self, video_id: str) -> dict[str, Any] | None:
+        """Stop a queued or rendering video; finished ones are left as they are."""
+        video = self.videos.get(video_id)
+        if video is None:
+            return None
+        if video.status in ("queued", "in_progress"):
+            video.cancel.set()
+            video.status = "cancelled"
+            if video.task is not None and not video.started:
+                video.task.cancel()
+        return self._view(video)
+
+    async def stats(self) -> dict[str, Any]:
+        """Videos by status and calls resent after a Renderer replica died."""
+        counts: dict[str, int] = {}
+        for video in self.videos.values():
+            counts[video.status] = counts.get(video.status, 0) + 1
+        return {"videos": counts, "resent": self.executor.resent}
+
+    def _view(self, video: _Video) -> dict[str, Any]:
+        req = video.request
+        return Video(
+            id=video.id,
+            status=video.status,
+            progress=round(video.progress, 4),
+            model=self.model,
+            size=req.size,
+            seconds=req.seconds,
+            created_at=video.created_at,
+            completed_at=video.completed_at,
+            error=video.error,
+        ).model_dump(mode="json")
+
+    def _stored(self, video_id: str) -> bool:
+        url = f"{videos_dir(self.root)}/{video_id}.json"
+        fs, path = fsspec.core.url_to_fs(url, **self.storage_options)
+        return fs.exists(path)
+
+    async def _run(self, video: _Video) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            async with self._slots:
+                if video.cancel.is_set():
+                    return
+                video.started = True
+                video.status = "in_progress"
+                try:
+                    await asyncio.to_thread(self._render, video)
+                except Cancelled:
+                    video.status = "cancelled"
+                except Exception as e:
+                    log.exception("video %s failed", video.id)
+                    video.status = "failed"
+                    message = f"{type(e).__name__}: {e}"
+                    video.error = VideoError(code="render_failed", message=message)
+                else:
+                    if not video.cancel.is_set():
+                        video.status, video.progress = "completed", 1.0
+                        video.completed_at = time.time()
+
+    def _render(self, video: _Video) -> None:
+        """Engine → frames → MP4 + poster + sidecar (blocking; runs in a worker thread)."""
+        req = video.request
+        job = VideoJob(
+            prompt=req.prompt,
+            negative_prompt=req.negative_prompt,
+            frames=req.frames,
+            height=req.height,
+            width=req.width,
+            fps=req.fps,
+            steps=req.steps,
+            guidance=req.guidance,
+            seed=req.seed,
+            **self.engine,
+        )
+        total = job.steps + 1  # decode + encode count as the last step
+
+        def on_step(i: int, x: Any, t: Any) -> None:
+            if video.cancel.is_set():
+                raise Cancelled(video.id)
+            video.progress = (i + 1) / total
+
+        frames = render(self.executor, job, video=video.id, callback=on_step)
+        if video.cancel.is_set():
+            raise Cancelled(video.id)
+        info = self.executor.model_info()
+        provenance = Provenance(
+            model=info["model"],
+            weights_sha256=info["weights_sha256"],
+            seed=req.seed,
+            prompt=req.prompt,
+            negative_prompt=req.negative_prompt,
+            campaign_id="adhoc",
+            variant_id=video.id,
+            extra={"size": req.size, "seconds": str(req.seconds), "fps": str(req.fps)},
+        )
+        write_video_outputs(
+            videos_dir(self.root),
+            video.id,
+            frames,
+            req.fps,
+            provenance,
+            fs_kwargs=self.storage_options or None,
+        )

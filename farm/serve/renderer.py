@@ -1,0 +1,105 @@
+"""The Renderer deployment: the model pool, where window-steps of many videos share forwards.
+
+Each replica holds one `ModelWorker`. A video's engine sends one request per step (all its
+windows over one shared latent); `@serve.batch` gathers the requests of different videos
+that arrive within `batch_wait_s` and runs their window-steps in one `run_steps` call, which
+stacks same-shape windows into forwards (per-sample t, so videos at different steps mix).
+Model work runs on one thread per replica, so the event loop keeps accepting requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from farm.engine import WindowStep
+from farm.worker import ModelWorker, as_tensor
+
+# (latent [C, T, H, W], starts, stops, ts, prompts, negatives, guidances): one video's step
+StepsRequest = tuple[np.ndarray, list, list, list, list, list, list]
+
+
+def _steps(request: StepsRequest) -> list[WindowStep]:
+    latent, *fields = request
+    x = as_tensor(latent)
+    return [WindowStep(x, a, b, t, p, n, g) for a, b, t, p, n, g in zip(*fields, strict=True)]
+
+
+@serve.deployment(name="Renderer", max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
+class Renderer:
+    """A model replica behind Serve: batched velocities, chunk decodes, model info, stats."""
+
+    def __init__(
+        self,
+        model_ref: str = "tiny",
+        *,
+        max_batch: int = 8,
+        batch_videos: int = 8,
+        batch_wait_s: float = 0.02,
+        device: str = "cpu",
+        threads: int | None = None,
+    ):
+        self.worker = ModelWorker(model_ref, max_batch=max_batch, device=device, threads=threads)
+        self._model = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self._batch.set_max_batch_size(batch_videos)
+        self._batch.set_batch_wait_timeout_s(batch_wait_s)
+        self.videos_per_batch: list[int] = []  # requests (videos) merged per batch
+        self._info: dict[str, str] | None = None
+
+    async def _on_model(self, fn, *args) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._model, fn, *args)
+
+    async def velocities(
+        self,
+        latent: np.ndarray,
+        starts: list[int],
+        stops: list[int],
+        ts: list[float],
+        prompts: list[str],
+        negatives: list[str],
+        guidances: list[float],
+    ) -> list[np.ndarray]:
+        """Guided velocity [C, T_w, H, W] of each window latent[:, start:stop] of one video."""
+        return await self._batch((latent, starts, stops, ts, prompts, negatives, guidances))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def _batch(self, requests: list[StepsRequest]) -> list[list[np.ndarray]]:
+        """Window-steps of many videos' requests, run through the worker together."""
+        per_request = [_steps(r) for r in requests]
+        flat = [s for steps in per_request for s in steps]
+        self.videos_per_batch.append(len(requests))
+        vs = await self._on_model(self.worker.run_steps, flat)
+        out, k = [], 0
+        for steps in per_request:
+            out.append([v.numpy() for v in vs[k : k + len(steps)]])
+            k += len(steps)
+        return out
+
+    async def decode_chunk(self, z: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """uint8 frames [F, H, W, 3] of latent frames [start, stop) of z [1, C, T, H, W]."""
+        frames = await self._on_model(self.worker.decode_chunk, z, start, stop)
+        return frames.numpy()
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(C, T, H, W) of the latent for a video of this size."""
+        return tuple(self.worker.latent_shape(frames, height, width))
+
+    async def model_info(self) -> dict[str, str]:
+        """{"model": preset, "weights_sha256": ...} of this replica's model (hashed once)."""
+        if self._info is None:
+            self._info = await self._on_model(self.worker.model_info)
+        return self._info
+
+    def stats(self) -> dict[str, Any]:
+        """ModelWorker counters plus forward batch sizes and videos merged per batch."""
+        return {
+            **self.worker.stats(),
+            "pid": os.getpid(),
+            "batch_sizes": list(self.worker.batch_sizes[-1000:]),
+            "videos_per_batch": list(self.videos_per_batch[-1000:]),
+        }

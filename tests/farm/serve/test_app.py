@@ -1,0 +1,216 @@
+"""The Serve app on a real local Ray: HTTP → Director → batched Renderer → MP4 on disk."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import ray
+import requests
+from ray import serve
+
+from farm.media import probe_mp4
+from farm.render_local import frames_for
+from farm.serve.app import FarmAppArgs, build_app
+
+BASE = {"prompt": "a red bottle on a beach", "size": "64x32", "seconds": 0.5, "fps": 16}
+
+
+@dataclass(frozen=True)
+class Farm:
+    url: str
+    root: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory) -> Farm:
+    """Local Ray + Serve with the farm app at / (one Renderer replica, tiny model)."""
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    root = tmp_path_factory.mktemp("serve")
+    args = FarmAppArgs(
+        model="tiny",
+        storage_root=str(root / "main"),
+        renderer_threads=1,
+        renderer_batch_wait_s=0.2,
+        director_num_cpus=0,
+    )
+    try:
+        serve.run(build_app(args), name="farm", route_prefix="/")
+        yield Farm(f"http://127.0.0.1:{port}", root)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _create(url: str, **fields) -> dict:
+    r = requests.post(f"{url}/v1/videos", json={**BASE, **fields}, timeout=30)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def _wait(url: str, video_id: str, timeout_s: float = 60, until=("completed",)) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        video = requests.get(f"{url}/v1/videos/{video_id}", timeout=30).json()
+        if video["status"] in until or video["status"] in ("failed", "cancelled"):
+            return video
+        assert time.monotonic() < deadline, f"video still {video} after {timeout_s} s"
+        time.sleep(0.1)
+
+
+def _renderer_stats(app: str = "farm") -> dict:
+    return serve.get_deployment_handle("Renderer", app_name=app).stats.remote().result()
+
+
+def test_create_poll_and_download(farm: Farm):
+    created = _create(farm.url, steps=2, guidance=3.0, seed=1, negative_prompt="dark")
+    assert created["status"] in ("queued", "in_progress") and len(created["id"]) == 32
+    video = _wait(farm.url, created["id"])
+    assert video["status"] == "completed" and video["progress"] == 1.0, video
+
+    r = requests.get(f"{farm.url}/v1/videos/{video['id']}/content", timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
+    info = probe_mp4(r.content)
+    assert (info.frames, info.width, info.height) == (frames_for(0.5, 16), 64, 32)
+    thumb = requests.get(f"{farm.url}/v1/videos/{video['id']}/content?variant=thumbnail")
+    assert thumb.headers["content-type"] == "image/jpeg" and thumb.content[:2] == b"\xff\xd8"
+    assert (farm.root / "main" / "videos" / f"{video['id']}.json").exists()
+
+    again = _create(farm.url, steps=2, guidance=3.0, seed=1, negative_prompt="dark")
+    assert again["id"] == video["id"] and again["status"] == "completed"  # content-addressed
+
+
+def test_two_videos_in_flight_share_forwards(farm: Farm):
+    before = _renderer_stats()
+    # One window and no guidance: a video alone makes forwards of exactly one row.
+    fields = {"size": "64x64", "steps": 4, "guidance": 1.0}
+    ids: list[str] = []
+    threads = [
+        threading.Thread(target=lambda s=s: ids.append(_create(farm.url, seed=s, **fields)["id"]))
+        for s in (10, 11)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for video_id in ids:
+        assert _wait(farm.url, video_id)["status"] == "completed"
+    after = _renderer_stats()
+    new_forwards = after["batch_sizes"][len(before["batch_sizes"]) :]
+    new_batches = after["videos_per_batch"][len(before["videos_per_batch"]) :]
+    assert max(new_batches) >= 2, new_batches
+    assert max(new_forwards) >= 2, new_forwards
+
+
+def test_cancel(farm: Farm):
+    created = _create(farm.url, size="64x64", seconds=2, steps=50, seed=3)
+    r = requests.delete(f"{farm.url}/v1/videos/{created['id']}", timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    time.sleep(0.5)
+    assert requests.get(f"{farm.url}/v1/videos/{created['id']}").json()["status"] == "cancelled"
+    content = requests.get(f"{farm.url}/v1/videos/{created['id']}/content")
+    assert content.status_code == 409 and content.json()["code"] == "not_ready"
+
+
+def test_killed_renderer_replica_mid_video_completes(farm: Farm):
+    created = _create(farm.url, size="64x64", steps=12, seed=4)
+    _wait(farm.url, created["id"], until=("in_progress",))
+    deadline = time.monotonic() + 30
+    while requests.get(f"{farm.url}/v1/videos/{created['id']}").json()["progress"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    replicas = [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith("SERVE_REPLICA::farm#Renderer")
+    ]
+    assert len(replicas) == 1, replicas
+    ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]))
+    video = _wait(farm.url, created["id"], timeout_s=120)
+    assert video["status"] == "completed", video
+    director = serve.get_deployment_handle("Director", app_name="farm")
+    assert director.stats.remote().result()["videos"]["completed"] >= 1
+
+
+BAD = [
+    ({"size": "64-32"}, "size"),
+    ({"size": "70x64"}, "size"),
+    ({"size": "0x64"}, "size"),
+    ({"seconds": 0}, "seconds"),
+    ({"seconds": 1000}, "seconds"),
+    ({"seconds": 30}, "seconds"),  # over the app's max_seconds (20)
+    ({"seconds": "long"}, "seconds"),
+    ({"prompt": ""}, "prompt"),
+    ({"prompt": "   "}, "prompt"),
+    ({"prompt": None}, "prompt"),
+    ({"steps": 0}, "steps"),
+    ({"steps": 51}, "steps"),  # over the app's max_steps (50)
+    ({"fps": 500}, "fps"),
+    ({"guidance": 0.5}, "guidance"),
+    ({"seed": -1}, "seed"),
+    ({"colour": "red"}, "colour"),
+]
+
+
+@pytest.mark.parametrize(("fields", "param"), BAD)
+def test_bad_request_names_the_field(farm: Farm, fields: dict, param: str):
+    r = requests.post(f"{farm.url}/v1/videos", json={**BASE, **fields}, timeout=30)
+    assert 400 <= r.status_code < 500, r.text
+    body = r.json()
+    assert body["code"] == "invalid_request" and param in body["message"], body
+
+
+def test_errors_are_json_4xx(farm: Farm):
+    r = requests.post(f"{farm.url}/v1/videos", data=b"{not json", timeout=30)
+    assert r.status_code == 422 and r.json()["code"] == "invalid_request"
+    r = requests.post(f"{farm.url}/v1/videos", json={"size": "64x32"}, timeout=30)
+    assert r.status_code == 422 and "prompt" in r.json()["message"]
+    unknown = "0" * 32
+    for method, path in [
+        ("GET", f"/v1/videos/{unknown}"),
+        ("GET", f"/v1/videos/{unknown}/content"),
+        ("DELETE", f"/v1/videos/{unknown}"),
+        ("GET", "/v1/videos/not-an-id"),
+        ("GET", "/v1/nothing-here"),
+    ]:
+        r = requests.request(method, farm.url + path, timeout=30)
+        assert r.status_code == 404 and r.json()["code"] == "not_found", (path, r.text)
+    r = requests.get(f"{farm.url}/v1/videos/{unknown}/content?variant=gif", timeout=30)
+    assert r.status_code == 422 and "variant" in r.json()["message"]
+    assert requests.get(f"{farm.url}/healthz", timeout=30).json() == {"status": "ok"}
+
+
+def test_renderer_scales_up_from_zero(farm: Farm):
+    args = FarmAppArgs(
+        model="tiny",
+        storage_root=str(farm.root / "zero"),
+        renderer_min_replicas=0,
+        renderer_max_replicas=1,
+        renderer_upscale_delay_s=0,
+        renderer_downscale_delay_s=600,
+        renderer_threads=1,
+        director_num_cpus=0,
+    )
+    serve.run(build_app(args), name="zero", route_prefix="/zero")
+    try:
+        states = serve.status().applications["zero"].deployments["Renderer"].replica_states
+        assert states.get("RUNNING", 0) == 0, states
+        created = _create(f"{farm.url}/zero", steps=2, seed=5)
+        video = _wait(f"{farm.url}/zero", created["id"], timeout_s=120)
+        assert video["status"] == "completed", video
+        states = serve.status().applications["zero"].deployments["Renderer"].replica_states
+        assert states.get("RUNNING", 0) == 1, states
+    finally:
+        serve.delete("zero")
