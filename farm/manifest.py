@@ -384,11 +384,10 @@ class Manifest:
                 break
             except FileExistsError:
                 continue  # another writer took this epoch: take the next one
-        try:  # a store that ignores If-None-Match would overwrite here; fencing needs it
+        # A second create must fail: a store that ignores If-None-Match would overwrite
+        # here, and fencing depends on exclusive create.
+        with contextlib.suppress(FileExistsError):
             exclusive_write(self.fs, path, data)
-        except FileExistsError:
-            pass
-        else:
             raise ManifestError(f"{path}: storage does not support exclusive create")
         self._epochs[epoch] = fenced_from
         w = ManifestWriter(self, epoch, fenced_from, worker)
