@@ -213,7 +213,7 @@ def scaling(actor_counts=(1, 2, 4, 8, 16, 32), forward_s: float = 0.2) -> tuple[
         overlap=4,
     )
     windows = len(job.plan().windows)
-    ray.init(num_cpus=64, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=64, include_dashboard=False, log_to_driver=False)
     rows, data, base = [], [], None
     try:
         warm = RayExecutor("sim", num_actors=1, num_cpus=0.05, worker=SleepWorker)
@@ -301,7 +301,7 @@ def sync_every() -> tuple[str, dict]:
         overlap=4,
         negative_prompt="dark",
     )
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         ex = RayExecutor("tiny", num_actors=2, max_batch=8)
         for k in (1, 4):
