@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -109,13 +110,18 @@ def demo(
 
 def _progress_table(manifest, title: str) -> None:
     """Counts by status x locale x format, as a rich table."""
-    groups = manifest.progress().by_group.to_pylist()
+    console.print(_group_table(manifest.progress(), title))
+
+
+def _group_table(progress, title: str) -> Table:
+    """A Progress's counts by status x locale x format."""
+    groups = progress.by_group.to_pylist()
     table = Table(title=title)
     for column in ("locale", "format", "status", "variants"):
         table.add_column(column, justify="right" if column == "variants" else "left")
     for g in sorted(groups, key=lambda g: (g["locale"], g["format"], g["status"])):
         table.add_row(g["locale"], g["format"], g["status"], str(g["count"]))
-    console.print(table)
+    return table
 
 
 campaign_app = typer.Typer(help="Campaigns: validate, inspect and run variant sets.")
@@ -169,6 +175,261 @@ def campaign_validate(
         table.add_row(locale, str(count))
     console.print(table)
     console.print(f"estimated GPU time: {info['est_gpu_s']:.1f} GPU-seconds")
+
+
+# ---- campaigns as Ray Jobs -------------------------------------------------------------------
+
+ADDRESS = typer.Option(
+    "http://127.0.0.1:8265",
+    "--address",
+    envvar="RAY_API_SERVER_ADDRESS",
+    help="Ray dashboard (Jobs API) address.",
+)
+ROOT = typer.Option("farm-data", "--root", help="Storage root (local dir or fsspec URL).")
+
+
+@contextlib.contextmanager
+def _errors(what: str = "error"):
+    """Any failure becomes one red line and exit code 2, never a stack trace."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        raise typer.Exit(130) from None
+    except Exception as e:
+        from farm.manifest_io import ManifestError
+        from farm.spec import SpecError
+
+        known = (ManifestError, SpecError, OSError, RuntimeError, TimeoutError, ValueError)
+        kind = "" if isinstance(e, known) else f"{type(e).__name__}: "
+        console.print(f"[red]{what}:[/red] {kind}{e}")
+        raise typer.Exit(2) from None
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def _status_view(status) -> Group:
+    """The status table plus one summary line (counts, ETA, job, cancel)."""
+    p = status.progress
+    counts = ", ".join(f"{n} {s}" for s, n in p.by_status.items() if n)
+    line = f"{p.total} variants: {counts}; {status.pending} to go, ETA {_eta(p.eta_s)}"
+    if status.job:
+        line += f"; job {status.job} {status.job_status}"
+    if status.cancel_requested:
+        line += "; [yellow]cancel requested[/yellow]"
+    return Group(_group_table(p, f"{status.name} ({status.campaign_id})"), line)
+
+
+def _job_options(concurrency: int, max_attempts: int, actors: int, preset: str, serve_app: str):
+    return {
+        "concurrency": concurrency,
+        "max_attempts": max_attempts,
+        "actors": actors,
+        "preset": preset or None,
+        "serve_app": serve_app or None,
+    }
+
+
+CONCURRENCY = typer.Option(2, help="Variants rendered at once by the job.")
+MAX_ATTEMPTS = typer.Option(3, help="Tries per variant before it stays failed.")
+ACTORS = typer.Option(2, help="Model actors in the job's pool.")
+PRESET = typer.Option("", help="Model preset (default: the campaign's).")
+SERVE_APP = typer.Option("", help="Render on this running Serve app's Renderer instead.")
+WAIT = typer.Option(False, "--wait", help="Follow the job with a progress bar until it ends.")
+TIMEOUT = typer.Option(3600.0, help="With --wait: give up after this many seconds.")
+
+
+def _follow(address: str, root: str, cid: str, sid: str, timeout: float) -> None:
+    """A progress bar fed by the manifest until the job ends; exit 1 unless it succeeded."""
+    from farm.jobs import TERMINAL_JOB, campaign_status
+
+    deadline = time.monotonic() + timeout
+    with _progress() as bar:
+        task = bar.add_task(f"{sid}", total=None)
+        while True:
+            st = campaign_status(root, cid, address)
+            done = st.progress.total - st.pending
+            job = st.job_status if st.job == sid else "?"
+            bar.update(task, total=st.progress.total, completed=done, description=f"{sid} {job}")
+            if job in TERMINAL_JOB:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {sid} still {job} after {timeout:.0f} s")
+            time.sleep(1.0)
+    console.print(_status_view(st))
+    if job != "SUCCEEDED":
+        console.print(f"[red]job {sid} ended {job}[/red]; see: farm campaign logs {cid}")
+        raise typer.Exit(1)
+
+
+@campaign_app.command("submit")
+def campaign_submit(
+    spec_path: str = typer.Argument(..., help="Campaign spec (.yaml/.json)."),
+    address: str = ADDRESS,
+    root: str = ROOT,
+    concurrency: int = CONCURRENCY,
+    max_attempts: int = MAX_ATTEMPTS,
+    actors: int = ACTORS,
+    preset: str = PRESET,
+    serve_app: str = SERVE_APP,
+    wait: bool = WAIT,
+    timeout: float = TIMEOUT,
+) -> None:
+    """Render a campaign as a Ray Job; submitting it again while it runs finds the same job."""
+    from farm.jobs import submit_campaign
+
+    with _errors("cannot submit"):
+        with console.status("validating and submitting"):
+            cid, sid = submit_campaign(
+                spec_path,
+                address=address,
+                root=root,
+                **_job_options(concurrency, max_attempts, actors, preset, serve_app),
+            )
+        console.print(f"campaign {cid}: job {sid}")
+        if wait:
+            _follow(address, root, cid, sid, timeout)
+
+
+@campaign_app.command("resume")
+def campaign_resume(
+    campaign: str = typer.Argument(..., help="Campaign id."),
+    address: str = ADDRESS,
+    root: str = ROOT,
+    concurrency: int = CONCURRENCY,
+    max_attempts: int = MAX_ATTEMPTS,
+    actors: int = ACTORS,
+    preset: str = PRESET,
+    serve_app: str = SERVE_APP,
+    wait: bool = WAIT,
+    timeout: float = TIMEOUT,
+) -> None:
+    """Start a new job for the variants still pending (finished ones are never re-rendered)."""
+    from farm.jobs import resume_campaign
+
+    with _errors("cannot resume"):
+        sid = resume_campaign(
+            campaign,
+            address=address,
+            root=root,
+            **_job_options(concurrency, max_attempts, actors, preset, serve_app),
+        )
+        console.print(f"campaign {campaign}: job {sid}")
+        if wait:
+            _follow(address, root, campaign, sid, timeout)
+
+
+@campaign_app.command("status")
+def campaign_status_cmd(
+    campaign: str = typer.Argument(..., help="Campaign id."),
+    root: str = ROOT,
+    address: str = typer.Option("", help="Also show the latest job on this Ray cluster."),
+    watch: bool = typer.Option(False, "--watch", help="Refresh until nothing is pending."),
+    interval: float = typer.Option(2.0, help="With --watch: seconds between refreshes."),
+) -> None:
+    """Progress by status x locale x format, with ETA (from the manifest)."""
+    from rich.live import Live
+
+    from farm.jobs import campaign_status
+
+    with _errors():
+        st = campaign_status(root, campaign, address or None)
+        if not watch:
+            console.print(_status_view(st))
+            return
+        with Live(_status_view(st), console=console, refresh_per_second=4) as live:
+            while st.pending:
+                time.sleep(interval)
+                st = campaign_status(root, campaign, address or None)
+                live.update(_status_view(st))
+
+
+@campaign_app.command("list")
+def campaign_list(root: str = ROOT) -> None:
+    """Every campaign under the root with its counts by status."""
+    from farm.jobs import list_campaigns
+    from farm.schemas import STATUSES
+
+    with _errors():
+        rows = list_campaigns(root)
+    table = Table(title=f"campaigns in {root}")
+    table.add_column("campaign", no_wrap=True)
+    table.add_column("name")
+    for column in ("total", *STATUSES):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(r["campaign_id"], r["name"], str(r["total"]), *(str(r[s]) for s in STATUSES))
+    console.print(table)
+
+
+@campaign_app.command("cancel")
+def campaign_cancel(
+    campaign: str = typer.Argument(..., help="Campaign id."),
+    root: str = ROOT,
+    address: str = ADDRESS,
+) -> None:
+    """Cancel: the job stops between variants and marks the rest cancelled."""
+    from farm.jobs import cancel_campaign
+
+    with _errors("cannot cancel"):
+        try:
+            outcome = cancel_campaign(root, campaign, address)
+        except ConnectionError as e:  # the marker is written before the cluster is asked
+            console.print(
+                f"[yellow]cancel marker written, but {address} is unreachable ({e}).[/yellow] "
+                "A running job will still stop; if none runs, cancel again with --address."
+            )
+            raise typer.Exit(2) from None
+        console.print(f"campaign {campaign} cancelled: {outcome}")
+
+
+@campaign_app.command("logs")
+def campaign_logs_cmd(
+    campaign: str = typer.Argument(..., help="Campaign id."), address: str = ADDRESS
+) -> None:
+    """The logs of the campaign's jobs (progress lines), oldest first."""
+    from farm.jobs import campaign_logs
+
+    with _errors():
+        text = campaign_logs(address, campaign)
+    typer.echo(text)
+
+
+manifest_app = typer.Typer(help="Manifests: a campaign's variants and their latest events.")
+app.add_typer(manifest_app, name="manifest")
+
+
+@manifest_app.command("show")
+def manifest_show(
+    campaign: str = typer.Argument(..., help="Campaign id."),
+    root: str = ROOT,
+    limit: int = typer.Option(20, "-n", "--limit", help="Rows to show (0 = all)."),
+    status: str = typer.Option("", help="Only variants with this status."),
+) -> None:
+    """Each variant's latest status, as a table (first N rows)."""
+    import pyarrow.compute as pc
+
+    from farm.manifest import Manifest
+
+    with _errors():
+        rows = Manifest.open(root, campaign).status()
+        if status:
+            rows = rows.filter(pc.equal(rows["status"], status))
+    shown = rows.slice(0, limit or None).to_pylist()
+    table = Table(title=f"{campaign}: {len(shown)} of {rows.num_rows} variants")
+    columns = ("variant_id", "product_id", "locale", "format", "status", "attempt", "detail")
+    for column in columns:
+        table.add_column(column, no_wrap=column == "variant_id")
+    for r in shown:
+        detail = r["error_code"] or (r["sha256"][:12] if r["sha256"] else "")
+        table.add_row(*(str(r[c]) for c in columns[:-1]), detail)
+    console.print(table)
 
 
 def main() -> None:

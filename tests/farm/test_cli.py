@@ -76,3 +76,29 @@ def test_campaign_schema_is_json_with_descriptions():
     result = runner.invoke(app, ["campaign", "schema"])
     schema = json.loads(result.output)
     assert "locales" in schema["properties"] and schema["properties"]["locales"]["description"]
+
+
+def test_campaign_commands_fail_cleanly_without_a_campaign_or_cluster(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    root = str(tmp_path)
+    for args in (
+        ["campaign", "status", "nope", "--root", root],
+        ["manifest", "show", "nope", "--root", root],
+        ["campaign", "cancel", "nope", "--root", root, "--address", dead],
+        ["campaign", "resume", "nope", "--root", root, "--address", dead],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "no campaign 'nope'" in result.output and "Traceback" not in result.output
+    result = runner.invoke(
+        app, ["campaign", "submit", "examples/campaign.yaml", "--root", root, "--address", dead]
+    )
+    assert result.exit_code == 2 and "cannot submit" in result.output, result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(app, ["campaign", "list", "--root", root])
+    assert result.exit_code == 0 and "campaigns in" in result.output
+    assert not (tmp_path / "campaigns").exists()  # nothing written for an unreachable cluster

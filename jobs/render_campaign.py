@@ -1,0 +1,111 @@
+"""Ray Job entrypoint: render a campaign's pending variants on the cluster it runs in.
+
+    python -m jobs.render_campaign --root R --campaign-id C [--concurrency N]
+        [--max-attempts K] [--preset P] [--actors A] [--serve-app NAME]
+
+Attaches to the cluster (`ray.init()` inside a job), opens the manifest, takes a writer
+epoch and renders every pending variant, N at a time, through one shared executor: a pool
+of A Ray actors holding the model, or the Renderer of a running Serve app. Failed variants
+are retried with backoff; the cancel marker stops it between variants. Running it again
+resumes: only variants the manifest still has pending are rendered. Progress goes to
+stdout, which Ray keeps as the job's logs (`farm campaign logs`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import ray
+
+from farm.jobs import cancel_requested, render_concurrently
+from farm.manifest import Manifest
+
+
+def _executor(preset: str, actors: int, serve_app: str | None):
+    """The Serve app's Renderer if asked for and reachable, else a RayExecutor pool."""
+    if serve_app:
+        try:
+            from ray import serve
+
+            from farm.serve.executor import ServeExecutor
+
+            handle = serve.get_deployment_handle("Renderer", serve_app)
+            print(f"rendering on Serve app {serve_app!r}", flush=True)
+            return ServeExecutor(handle)
+        except Exception as error:  # no such app, Serve not running: fall back to actors
+            print(f"Serve app {serve_app!r} unavailable ({error}); using actors", flush=True)
+    from farm.executors import RayExecutor
+
+    print(f"rendering on {actors} actor(s) with preset {preset!r}", flush=True)
+    return RayExecutor(preset, num_actors=actors, num_cpus=1)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="jobs.render_campaign", description=__doc__)
+    parser.add_argument("--root", required=True, help="Storage root (local dir or fsspec URL).")
+    parser.add_argument("--campaign-id", required=True)
+    parser.add_argument("--concurrency", type=int, default=2, help="Variants in flight.")
+    parser.add_argument("--max-attempts", type=int, default=3)
+    parser.add_argument("--preset", default="", help="Model preset (default: the campaign's).")
+    parser.add_argument("--actors", type=int, default=2, help="Model actors in the pool.")
+    parser.add_argument("--serve-app", default="", help="Render on this Serve app's Renderer.")
+    parser.add_argument("--backoff-s", type=float, default=1.0, help="First retry delay.")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    ray.init()  # inside a Ray Job: attaches to the job's cluster
+    manifest = Manifest.open(args.root, args.campaign_id)
+    spec = manifest.spec
+    preset = args.preset or spec.get("preset") or "small"
+    total = manifest.variants.num_rows
+    todo = manifest.pending(max_attempts=args.max_attempts).num_rows
+    print(
+        f"campaign {spec.get('name', '?')} ({args.campaign_id}): {total} variants, "
+        f"{todo} to render, concurrency {args.concurrency}",
+        flush=True,
+    )
+    executor = _executor(preset, args.actors, args.serve_app or None)
+    done = 0
+
+    def on_done(row: dict, status: str, seconds: float) -> None:
+        nonlocal done
+        done += 1
+        print(
+            f"[{done}/{todo}] {row['variant_id']} {row['locale']} {row['format']}: "
+            f"{status} in {seconds:.1f} s",
+            flush=True,
+        )
+
+    start = time.perf_counter()
+    try:
+        report = render_concurrently(
+            manifest,
+            executor,
+            args.root,
+            concurrency=args.concurrency,
+            max_attempts=args.max_attempts,
+            backoff_s=args.backoff_s,
+            cancelled=lambda: cancel_requested(args.root, args.campaign_id),
+            on_done=on_done,
+            worker=f"job:{ray.get_runtime_context().get_job_id()}",
+        )
+    finally:
+        if hasattr(executor, "close"):
+            executor.close()
+    if report.stopped_by_cancel:
+        print(f"cancel requested: {report.cancelled} variants marked cancelled", flush=True)
+    print(
+        f"done: {report.completed} completed, {report.failed} failed, "
+        f"{report.retries} retries, {report.cancelled} cancelled "
+        f"in {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
