@@ -36,8 +36,7 @@ import fsspec
 from farm.engine import Executor
 from farm.manifest import Manifest, ManifestNotFound, Progress
 from farm.manifest_io import exclusive_write
-from farm.runner import RunReport, failure_code
-from farm.variant_render import render_variant
+from farm.runner import RunReport, render_one
 
 __all__ = [
     "CampaignError",
@@ -139,44 +138,22 @@ def render_concurrently(
     )
 
     def run(row: dict) -> tuple[str, float]:
-        vid, attempt = row["variant_id"], attempts.get(row["variant_id"], 0)
+        attempt = attempts.get(row["variant_id"], 0)
         while True:
             attempt += 1
-            commit({"variant_id": vid, "status": "in_progress", "attempt": attempt})
             t0 = time.perf_counter()
-            try:
-                out = render_variant(executor, row, root, storage_options=storage_options, **engine)
-            except Exception as error:  # every failure is recorded, none is lost
-                code = failure_code(error)
-                commit(
-                    {
-                        "variant_id": vid,
-                        "status": "failed",
-                        "attempt": attempt,
-                        "error_code": code,
-                        "error_message": str(error)[:2000],
-                    }
-                )
-                if attempt >= max_attempts or code in _NOT_RETRIED:
-                    return "failed", time.perf_counter() - t0
-                delay = min(max_backoff_s, backoff_s * 2 ** (attempt - 1))
-                if _sleep(delay, stopping):
-                    return "failed", time.perf_counter() - t0
-                with lock:
-                    report.retries += 1
-                continue
-            seconds = time.perf_counter() - t0
-            commit(
-                {
-                    "variant_id": vid,
-                    "status": "completed",
-                    "attempt": attempt,
-                    "output_url": out.mp4_url,
-                    "sha256": out.sha256,
-                    "gpu_seconds": seconds,
-                }
+            code = render_one(
+                commit, executor, row, attempt, root, storage_options=storage_options, **engine
             )
-            return "completed", seconds
+            if code is None:
+                return "completed", time.perf_counter() - t0
+            if attempt >= max_attempts or code in _NOT_RETRIED:
+                return "failed", time.perf_counter() - t0
+            delay = min(max_backoff_s, backoff_s * 2 ** (attempt - 1))
+            if _sleep(delay, stopping):
+                return "failed", time.perf_counter() - t0
+            with lock:
+                report.retries += 1
 
     errors: list[BaseException] = []
 

@@ -40,6 +40,51 @@ def failure_code(error: BaseException) -> str:
     return "model_error"
 
 
+def render_one(
+    commit: Callable[[dict], None],
+    executor: Executor,
+    row: dict,
+    attempt: int,
+    root: str,
+    *,
+    storage_options: dict | None = None,
+    **engine,
+) -> str | None:
+    """One recorded attempt at one variant: `in_progress`, then `completed` or `failed`.
+
+    Returns None when the variant completed, else its failure code. Every outcome is
+    committed through `commit(event)`, so none is lost.
+    """
+    vid = row["variant_id"]
+    commit({"variant_id": vid, "status": "in_progress", "attempt": attempt})
+    t0 = time.perf_counter()
+    try:
+        out = render_variant(executor, row, root, storage_options=storage_options, **engine)
+    except Exception as error:  # recorded with its reason; the caller decides on retries
+        code = failure_code(error)
+        commit(
+            {
+                "variant_id": vid,
+                "status": "failed",
+                "attempt": attempt,
+                "error_code": code,
+                "error_message": str(error)[:2000],
+            }
+        )
+        return code
+    commit(
+        {
+            "variant_id": vid,
+            "status": "completed",
+            "attempt": attempt,
+            "output_url": out.mp4_url,
+            "sha256": out.sha256,
+            "gpu_seconds": time.perf_counter() - t0,
+        }
+    )
+    return None
+
+
 def render_pending(
     manifest: Manifest,
     executor: Executor,
@@ -63,41 +108,20 @@ def render_pending(
     if limit is not None:
         pending = pending.slice(0, limit)
     for row in pending.to_pylist():
-        vid, attempt = row["variant_id"], attempts.get(row["variant_id"], 0) + 1
-        writer.commit([{"variant_id": vid, "status": "in_progress", "attempt": attempt}])
-        t0 = time.perf_counter()
-        try:
-            out = render_variant(executor, row, root, storage_options=storage_options, **engine)
-        except Exception as error:  # every failure is recorded, none is lost
-            writer.commit(
-                [
-                    {
-                        "variant_id": vid,
-                        "status": "failed",
-                        "attempt": attempt,
-                        "error_code": failure_code(error),
-                        "error_message": str(error)[:2000],
-                    }
-                ]
-            )
-            report.failed += 1
-            if on_done:
-                on_done(row, "failed")
-            continue
-        writer.commit(
-            [
-                {
-                    "variant_id": vid,
-                    "status": "completed",
-                    "attempt": attempt,
-                    "output_url": out.mp4_url,
-                    "sha256": out.sha256,
-                    "gpu_seconds": time.perf_counter() - t0,
-                }
-            ]
+        attempt = attempts.get(row["variant_id"], 0) + 1
+        code = render_one(
+            lambda e: writer.commit([e]),
+            executor,
+            row,
+            attempt,
+            root,
+            storage_options=storage_options,
+            **engine,
         )
-        report.completed += 1
+        outcome = "completed" if code is None else "failed"
+        report.completed += code is None
+        report.failed += code is not None
         if on_done:
-            on_done(row, "completed")
+            on_done(row, outcome)
     report.seconds = time.perf_counter() - start
     return report
