@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -72,25 +74,67 @@ def demo(
     spec_path: str = typer.Option("examples/campaign.yaml", "--spec", help="Campaign to run."),
     root: str = typer.Option("farm-data", help="Storage root (local dir or fsspec URL)."),
     preset: str = typer.Option("", help="Model preset (default: the campaign's)."),
-    limit: int = typer.Option(0, help="Render at most this many variants (0 = all)."),
+    in_process: bool = typer.Option(
+        False, "--in-process", help="Skip Ray: render in this process (fastest to start)."
+    ),
+    limit: int = typer.Option(0, help="With --in-process: render at most this many variants."),
+    concurrency: int = typer.Option(4, help="Variants in flight in the campaign job."),
+    dashboard_port: int = typer.Option(8265, help="Ray dashboard / Jobs API port (127.0.0.1)."),
+    api_port: int = typer.Option(8000, help="The farm's HTTP API port (127.0.0.1)."),
 ) -> None:
-    """Run the example campaign on this machine: manifest, localized MP4s, progress."""
+    """Run the example campaign on a local farm: Ray, the Serve app and a Ray Job."""
+    try:
+        spec, _ = _load_campaign(spec_path)
+    except (OSError, ValueError) as e:
+        console.print(f"[red]invalid campaign[/red] {spec_path}:\n{e}")
+        raise typer.Exit(2) from None
+    model_ref = preset or spec.preset
+    if in_process:
+        _demo_in_process(spec_path, root, model_ref, limit)
+        return
+    from farm.campaign import campaign_id
+    from farm.jobs import submit_campaign
+    from farm.local_farm import local_farm
+
+    start = time.perf_counter()
+    with console.status("starting local Ray and the Serve app"):
+        farm = local_farm(root, model_ref, dashboard_port=dashboard_port, api_port=api_port)
+        urls = farm.__enter__()
+    try:
+        with _errors("cannot run the demo"):
+            cid, sid = submit_campaign(
+                spec_path,
+                address=urls.dashboard_url,
+                root=root,
+                serve_app=urls.app_name,
+                concurrency=concurrency,
+                python=shlex.quote(sys.executable),  # the job runs in this venv
+            )
+            console.print(f"campaign {cid}: Ray Job {sid}")
+            _follow(urls.dashboard_url, root, cid, sid, timeout=3600)
+        console.print(
+            f"done in {time.perf_counter() - start:.0f} s. Files: "
+            f"{root}/outputs/{campaign_id(spec)}/  Ray dashboard: {urls.dashboard_url}  "
+            f"API: {urls.api_url}/docs (both stop with this command)"
+        )
+    finally:
+        farm.__exit__(None, None, None)
+
+
+def _demo_in_process(spec_path: str, root: str, model_ref: str, limit: int) -> None:
+    """The demo without Ray: the same runner and renderer, in this process."""
     from farm.campaign import campaign_id
     from farm.executors import LocalExecutor
     from farm.manifest import Manifest
     from farm.runner import render_pending
     from farm.variant_render import output_dir
 
-    try:
-        spec, variants = _load_campaign(spec_path)
-    except (OSError, ValueError) as e:
-        console.print(f"[red]invalid campaign[/red] {spec_path}:\n{e}")
-        raise typer.Exit(2) from None
+    spec, variants = _load_campaign(spec_path)
     cid = campaign_id(spec)
     manifest = Manifest.create(root, cid, spec.model_dump(mode="json"), variants)
     todo = manifest.pending().num_rows if not limit else min(limit, manifest.pending().num_rows)
-    with console.status(f"loading model {preset or spec.preset!r}"):
-        executor = LocalExecutor(preset or spec.preset)
+    with console.status(f"loading model {model_ref!r}"):
+        executor = LocalExecutor(model_ref)
     start = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task(f"campaign {spec.name}", total=todo)
