@@ -34,15 +34,16 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _request(i: int) -> dict:
-    return {"prompt": f"a red bottle, take {i}", "seed": i, **VIDEO}
+def _request(i: int, run: str) -> dict:
+    # A new prompt per run: the Director answers a repeated request from its finished file.
+    return {"prompt": f"a red bottle, {run} take {i}", "seed": i, **VIDEO}
 
 
-def _through_serve(url: str, n: int, parallel: int) -> float:
+def _through_serve(url: str, n: int, parallel: int, run: str) -> float:
     """Seconds to create n videos (parallel at a time) and wait until all complete."""
 
     def one(i: int) -> None:
-        video = requests.post(f"{url}/v1/videos", json=_request(i), timeout=60).json()
+        video = requests.post(f"{url}/v1/videos", json=_request(i, run), timeout=60).json()
         while video["status"] not in ("completed", "failed", "cancelled"):
             time.sleep(0.05)
             video = requests.get(f"{url}/v1/videos/{video['id']}", timeout=60).json()
@@ -61,7 +62,7 @@ def _in_process(n: int, root: str) -> float:
     start = time.perf_counter()
     for i in range(n):
         job = VideoJob(
-            prompt=_request(i)["prompt"],
+            prompt=_request(i, "local")["prompt"],
             frames=frames_for(VIDEO["seconds"], 16),
             height=height,
             width=width,
@@ -103,12 +104,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             local_s = _in_process(n, f"{tmp}/local")
             _deploy("on", f"{tmp}/on", renderer_batch_wait_s=0.05)
-            _through_serve(f"{base}/on", 1, 1)  # warm: model loaded, kernels ready
-            serial_s = _through_serve(f"{base}/on", n, 1)
-            batched_s = _through_serve(f"{base}/on", n, n)
+            _through_serve(f"{base}/on", 1, 1, "warmup")  # warm: model loaded, kernels ready
+            serial_s = _through_serve(f"{base}/on", n, 1, "serial")
+            batched_s = _through_serve(f"{base}/on", n, n, "batched")
             _deploy("off", f"{tmp}/off", renderer_batch_videos=1, renderer_batch_wait_s=0.0)
-            _through_serve(f"{base}/off", 1, 1)
-            unbatched_s = _through_serve(f"{base}/off", n, n)
+            _through_serve(f"{base}/off", 1, 1, "warmup-off")
+            unbatched_s = _through_serve(f"{base}/off", n, n, "unbatched")
             serve.delete("off")
             _deploy(
                 "zero",
@@ -118,8 +119,8 @@ def main() -> None:
                 renderer_initial_replicas=0,
                 renderer_upscale_delay_s=0.0,
             )
-            cold_s = _through_serve(f"{base}/zero", 1, 1)
-            warm_s = _through_serve(f"{base}/zero", 1, 1)
+            cold_s = _through_serve(f"{base}/zero", 1, 1, "cold")
+            warm_s = _through_serve(f"{base}/zero", 1, 1, "warm")
     finally:
         serve.shutdown()
         ray.shutdown()
