@@ -43,9 +43,16 @@ def local_farm(
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": api_port})
         # The job renders through the Renderer pool; the Director serves ad-hoc videos.
-        args = FarmAppArgs(model=model, storage_root=root, director_num_cpus=0)
+        dashboard = f"http://{context.dashboard_url}"
+        args = FarmAppArgs(
+            model=model,
+            storage_root=root,
+            director_num_cpus=0,
+            jobs_address=dashboard,
+            app_name=APP_NAME,
+        )
         serve.run(build_app(args), name=APP_NAME, route_prefix="/")
-        yield LocalFarm(f"http://{context.dashboard_url}", f"http://127.0.0.1:{api_port}")
+        yield LocalFarm(dashboard, f"http://127.0.0.1:{api_port}")
     finally:
         with contextlib.suppress(Exception):
             serve.shutdown()

@@ -1,8 +1,11 @@
 """The Api ingress deployment: the HTTP face of the farm (FastAPI under `@serve.ingress`).
 
 POST /v1/videos → 201 video; GET /v1/videos/{id}; GET /v1/videos/{id}/content?variant=
-video|thumbnail; DELETE /v1/videos/{id} (cancel); GET /healthz. Every error is JSON
-{code, message, param?}: bad input is a 4xx naming the field, an unknown id a 404.
+video|thumbnail; DELETE /v1/videos/{id} (cancel); POST /v1/campaigns (JSON or YAML spec)
+→ 201 {id, job_id}; GET /v1/campaigns; GET /v1/campaigns/{id} (progress, ETA);
+POST /v1/campaigns/{id}/cancel; GET /v1/campaigns/{id}/manifest (Parquet); GET /healthz.
+Every error is JSON {code, message, param?}: bad input is a 4xx naming the field, an
+unknown id a 404.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the endpoint annotations as
@@ -20,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException
 
+from farm.serve import campaigns
 from farm.serve.director import videos_dir
 from farm.serve.schemas import CreateVideoRequest, Limits, RequestError
 
@@ -78,11 +82,17 @@ class Api:
         *,
         limits: dict[str, Any] | None = None,
         storage_options: dict[str, Any] | None = None,
+        jobs_address: str = "http://127.0.0.1:8265",
+        app_name: str = "farm",
+        max_body_bytes: int = 1_000_000,
     ):
         self.director = director  # DeploymentHandle of a Director
         self.root = storage_root
         self.limits = Limits.model_validate(limits or {})
         self.storage_options = dict(storage_options or {})
+        self.jobs_address = jobs_address  # Ray's Jobs API, where campaign jobs are submitted
+        self.app_name = app_name  # campaign jobs render on this app's Renderer pool
+        self.max_body_bytes = max_body_bytes
 
     @app.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -129,6 +139,43 @@ class Api:
         except FileNotFoundError:
             raise _not_found(video_id) from None
         return Response(content=data, media_type=media_type)
+
+    @app.post("/v1/campaigns", status_code=201)
+    async def create_campaign(self, request: Request) -> dict[str, Any]:
+        """Submit a campaign spec (JSON or YAML body) as a Ray Job: {id, job_id}."""
+        body = await request.body()
+        if len(body) > self.max_body_bytes:
+            raise RequestError(413, "too_large", f"body over {self.max_body_bytes} bytes")
+        kind = request.headers.get("content-type", "")
+        return await asyncio.to_thread(
+            campaigns.submit,
+            body,
+            kind,
+            root=self.root,
+            jobs_address=self.jobs_address,
+            app=self.app_name,
+        )
+
+    @app.get("/v1/campaigns")
+    async def list_campaigns(self) -> list[dict[str, Any]]:
+        """Every campaign in storage with its counts by status."""
+        return await asyncio.to_thread(campaigns.listing, self.root)
+
+    @app.get("/v1/campaigns/{campaign_id}")
+    async def campaign(self, campaign_id: str) -> dict[str, Any]:
+        """Progress by status × locale × format, throughput and ETA."""
+        return await asyncio.to_thread(campaigns.progress, self.root, campaign_id)
+
+    @app.post("/v1/campaigns/{campaign_id}/cancel")
+    async def cancel_campaign(self, campaign_id: str) -> dict[str, str]:
+        """Stop dispatching; variants not finished end `cancelled`."""
+        return await asyncio.to_thread(campaigns.cancel, self.root, campaign_id, self.jobs_address)
+
+    @app.get("/v1/campaigns/{campaign_id}/manifest")
+    async def campaign_manifest(self, campaign_id: str) -> Response:
+        """The latest state of every variant, as Parquet."""
+        data = await asyncio.to_thread(campaigns.manifest_parquet, self.root, campaign_id)
+        return Response(content=data, media_type="application/vnd.apache.parquet")
 
     async def _status(self, video_id: str) -> dict[str, Any]:
         if not _ID.match(video_id):

@@ -76,4 +76,6 @@ def build_app(args: FarmAppArgs) -> Application:
         args.storage_root,
         limits=args.limits().model_dump(),
         storage_options=args.storage_options,
+        jobs_address=args.jobs_address,
+        app_name=args.app_name,
     )

@@ -147,6 +147,10 @@ class FarmAppArgs(BaseModel):
     engine_overlap: int = Field(4, ge=0)
     engine_decode_chunk: int = Field(16, ge=1)
     max_resends: int = Field(8, ge=0, description="Resends of a call whose replica died.")
+    jobs_address: str = Field(
+        "http://127.0.0.1:8265", description="Ray Jobs API where campaigns are submitted."
+    )
+    app_name: str = Field("farm", description="Serve app name campaign jobs render on.")
     max_seconds: float = Field(20.0, gt=0)
     max_steps: int = Field(50, ge=1)
     max_side: int = Field(1280, ge=16)

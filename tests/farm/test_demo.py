@@ -47,3 +47,56 @@ def test_demo_renders_every_variant_through_serve_and_a_job(tmp_path):
     for row in manifest.status().to_pylist():
         info = probe_mp4(Path(row["output_url"]).read_bytes())
         assert (info.width, info.height, info.frames) == (64, 64, row["frames"])
+
+
+def small_spec_yaml() -> str:
+    spec = yaml.safe_load(Path("examples/campaign.yaml").read_text(encoding="utf-8"))
+    spec["name"] = "api-campaign"
+    spec["products"] = spec["products"][1:]
+    spec["locales"] = {k: spec["locales"][k] for k in ("en-US", "zh-CN")}
+    spec["formats"] = [{"name": "square", "aspect": "1:1", "width": 64, "height": 64}]
+    spec |= {"durations": [0.5], "fps": 8, "steps": 2, "preset": "tiny"}
+    return yaml.safe_dump(spec, allow_unicode=True)
+
+
+def test_campaigns_over_http(tmp_path):
+    import io
+    import time
+
+    import pyarrow.parquet as pq
+    import requests
+
+    from farm.local_farm import local_farm
+
+    root = str(tmp_path / "farm-data")
+    with local_farm(root, "tiny", dashboard_port=free_port(), api_port=free_port()) as farm:
+        api = f"{farm.api_url}/v1/campaigns"
+        r = requests.post(
+            api,
+            data=small_spec_yaml().encode(),
+            timeout=120,
+            headers={"content-type": "application/yaml"},
+        )
+        assert r.status_code == 201, r.text
+        cid = r.json()["id"]
+        assert r.json()["job_id"] == f"campaign-{cid}"
+        deadline = time.monotonic() + 180
+        while True:
+            progress = requests.get(f"{api}/{cid}", timeout=30).json()
+            if progress["by_status"]["completed"] == 2:
+                break
+            assert time.monotonic() < deadline, progress
+            time.sleep(1)
+        assert {g["locale"] for g in progress["groups"]} == {"en-US", "zh-CN"}
+        table = pq.read_table(io.BytesIO(requests.get(f"{api}/{cid}/manifest", timeout=30).content))
+        assert table.num_rows == 2 and set(table["status"].to_pylist()) == {"completed"}
+        assert cid in {c["campaign_id"] for c in requests.get(api, timeout=30).json()}
+        bad = requests.post(
+            api,
+            data=small_spec_yaml().replace("fps: 8", "fps: -1").encode(),
+            headers={"content-type": "application/yaml"},
+            timeout=30,
+        )
+        assert bad.status_code == 422 and bad.json()["param"] == "fps", bad.text
+        assert requests.get(f"{api}/0123456789abcdef", timeout=30).status_code == 404
+        assert requests.get(f"{api}/../../etc", timeout=30).status_code == 404
