@@ -121,6 +121,38 @@ def demo(
         farm.__exit__(None, None, None)
 
 
+@app.command("serve")
+def serve_farm(
+    settings_file: str = typer.Option(
+        "", "--settings", help="Settings YAML (default: FARM_* env vars and defaults)."
+    ),
+    dashboard_port: int = typer.Option(8265, help="Ray dashboard / Jobs API port (127.0.0.1)."),
+    api_port: int = typer.Option(8000, help="The farm's HTTP API port (127.0.0.1)."),
+) -> None:
+    """Run the farm's Serve app on a local Ray until Ctrl-C (settings from env or YAML)."""
+    from farm.local_farm import local_farm
+    from farm.serve.schemas import FarmAppArgs
+    from farm.settings import Settings, get_settings
+
+    with _errors("cannot start the farm"):
+        settings = Settings.from_yaml(settings_file) if settings_file else get_settings()
+        args = FarmAppArgs.from_settings(settings)
+        with local_farm(
+            settings.storage_root,
+            settings.model,
+            dashboard_port=dashboard_port,
+            api_port=api_port,
+            args=args,
+        ) as farm:
+            console.print(
+                f"farm up: API {farm.api_url}/docs  Ray dashboard {farm.dashboard_url}  "
+                "(Ctrl-C stops both)"
+            )
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+
+
 def _demo_in_process(spec_path: str, root: str, model_ref: str, limit: int) -> None:
     """The demo without Ray: the same runner and renderer, in this process."""
     from farm.campaign import campaign_id

@@ -30,9 +30,14 @@ class LocalFarm:
 
 @contextlib.contextmanager
 def local_farm(
-    root: str, model: str, *, dashboard_port: int = 8265, api_port: int = 8000
+    root: str,
+    model: str,
+    *,
+    dashboard_port: int = 8265,
+    api_port: int = 8000,
+    args: FarmAppArgs | None = None,
 ) -> Iterator[LocalFarm]:
-    """Start local Ray + the Serve app; shut both down on exit."""
+    """Start local Ray + the Serve app (from `args`, else defaults); shut both down on exit."""
     context = ray.init(
         address="local",
         include_dashboard=True,
@@ -44,13 +49,8 @@ def local_farm(
         serve.start(http_options={"host": "127.0.0.1", "port": api_port})
         # The job renders through the Renderer pool; the Director serves ad-hoc videos.
         dashboard = f"http://{context.dashboard_url}"
-        args = FarmAppArgs(
-            model=model,
-            storage_root=root,
-            director_num_cpus=0,
-            jobs_address=dashboard,
-            app_name=APP_NAME,
-        )
+        args = args or FarmAppArgs(model=model, storage_root=root, director_num_cpus=0)
+        args = args.model_copy(update={"jobs_address": dashboard, "app_name": APP_NAME})
         serve.run(build_app(args), name=APP_NAME, route_prefix="/")
         yield LocalFarm(dashboard, f"http://127.0.0.1:{api_port}")
     finally:

@@ -176,3 +176,14 @@ class FarmAppArgs(BaseModel):
         return Limits(
             max_seconds=self.max_seconds, max_steps=self.max_steps, max_side=self.max_side
         )
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> FarmAppArgs:
+        """The app's args from the farm's Settings (`FARM_*` env or YAML), then overrides."""
+        shared = {k: getattr(settings, k) for k in cls.model_fields if hasattr(settings, k)}
+        engine = {
+            "engine_window": settings.window,
+            "engine_overlap": settings.overlap,
+            "engine_decode_chunk": settings.decode_chunk,
+        }
+        return cls.model_validate(shared | engine | overrides)

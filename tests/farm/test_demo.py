@@ -100,3 +100,46 @@ def test_campaigns_over_http(tmp_path):
         assert bad.status_code == 422 and bad.json()["param"] == "fps", bad.text
         assert requests.get(f"{api}/0123456789abcdef", timeout=30).status_code == 404
         assert requests.get(f"{api}/../../etc", timeout=30).status_code == 404
+
+
+def test_farm_serve_takes_its_settings_from_the_environment(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    api_port = free_port()
+    env = os.environ | {
+        "FARM_MODEL": "tiny",
+        "FARM_STORAGE_ROOT": str(tmp_path / "farm-data"),
+        "FARM_RENDERER_MAX_BATCH": "4",
+    }
+    farm_bin = str(Path(sys.executable).parent / "farm")
+    cmd = [farm_bin, "serve", "--dashboard-port", str(free_port()), "--api-port", str(api_port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{api_port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "farm serve did not come up"
+            time.sleep(1)
+        body = {"prompt": "a cup", "seconds": 0.5, "size": "64x32", "fps": 8, "steps": 2}
+        video = requests.post(f"{url}/v1/videos", json=body, timeout=30).json()
+        while video["status"] not in ("completed", "failed"):
+            assert time.monotonic() < deadline + 120, video
+            time.sleep(0.5)
+            video = requests.get(f"{url}/v1/videos/{video['id']}", timeout=30).json()
+        assert video["status"] == "completed" and video["model"] == "tiny"
+        assert (tmp_path / "farm-data" / "videos" / f"{video['id']}.mp4").exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0

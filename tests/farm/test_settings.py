@@ -315,3 +315,12 @@ def test_get_settings_cached_and_reset(clean_env: pytest.MonkeyPatch):
     assert get_settings().encoder_replicas == 1  # cached
     reset_settings()
     assert get_settings().encoder_replicas == 3
+
+
+def test_serve_app_args_come_from_settings():
+    from farm.serve.schemas import FarmAppArgs
+
+    settings = Settings(model="tiny", renderer_max_replicas=5, renderer_min_replicas=0, window=8)
+    args = FarmAppArgs.from_settings(settings, app_name="other")
+    assert (args.model, args.renderer_max_replicas, args.renderer_min_replicas) == ("tiny", 5, 0)
+    assert args.engine_window == 8 and args.app_name == "other"
