@@ -134,7 +134,7 @@ def serve_farm(
     from farm.serve.schemas import FarmAppArgs
     from farm.settings import Settings, get_settings
 
-    with _errors("cannot start the farm"):
+    with _errors("cannot start the farm"), contextlib.suppress(KeyboardInterrupt):
         settings = Settings.from_yaml(settings_file) if settings_file else get_settings()
         args = FarmAppArgs.from_settings(settings)
         with local_farm(
@@ -148,9 +148,8 @@ def serve_farm(
                 f"farm up: API {farm.api_url}/docs  Ray dashboard {farm.dashboard_url}  "
                 "(Ctrl-C stops both)"
             )
-            with contextlib.suppress(KeyboardInterrupt):
-                while True:
-                    time.sleep(3600)
+            while True:  # until Ctrl-C (also during start-up: the farm shuts down cleanly)
+                time.sleep(3600)
 
 
 def _demo_in_process(spec_path: str, root: str, model_ref: str, limit: int) -> None:
