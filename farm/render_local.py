@@ -1,6 +1,6 @@
 """Render one video in this process and write it as a finished ad file (MP4 + poster + JSON).
 
-The in-process path the CLI uses before a Ray cluster is involved: model → frames →
+The in-process path of `farm render`: window engine on a `LocalExecutor` → frames →
 `farm.media`. Seconds become frames of the form 4n+1 (the VAE's causal layout).
 """
 
@@ -62,23 +62,31 @@ def render_to_storage(
     m: model.VideoModel | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> VideoOutputs:
-    """Render `request` in-process and write `{out_root}/{video_id}.mp4/.jpg/.json`."""
-    m = m or model.load(request.preset)
-    frames = model.generate(
-        m,
-        request.prompt,
+    """Render `request` in-process and write `{out_root}/{video_id}.mp4/.jpg/.json`.
+
+    Goes through the same window engine as the farm (a `LocalExecutor`), so a video rendered
+    here and one rendered by the cluster come from one code path.
+    """
+    from farm.engine import VideoJob, render  # here: frames_for/parse_size stay Ray-free
+    from farm.executors import LocalExecutor
+
+    executor = LocalExecutor(m or request.preset)
+    job = VideoJob(
+        prompt=request.prompt,
         negative_prompt=request.negative_prompt,
         frames=request.frames,
         height=request.height,
         width=request.width,
+        fps=request.fps,
         steps=request.steps,
         guidance=request.guidance,
         seed=request.seed,
-        callback=(lambda i, x, t: on_step(i)) if on_step else None,
     )
+    frames = render(executor, job, callback=(lambda i, x, t: on_step(i)) if on_step else None)
+    info = executor.model_info()
     provenance = Provenance(
-        model=m.config.name,
-        weights_sha256=m.weights_digest(),
+        model=info["model"],
+        weights_sha256=info["weights_sha256"],
         seed=request.seed,
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,

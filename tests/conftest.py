@@ -1,5 +1,8 @@
 """Shared fixtures: models are built once per session (building is the slow part)."""
 
+import uuid
+
+import fsspec
 import pytest
 import torch
 
@@ -11,3 +14,16 @@ def tiny() -> model.VideoModel:
     """The `tiny` preset with a random (non-zero) init: every output depends on its input."""
     torch.set_num_threads(2)
     return model.load("tiny")
+
+
+@pytest.fixture(params=["local", "memory"])
+def storage_url(request, tmp_path):
+    """A fresh directory URL on local disk, then on fsspec's memory filesystem."""
+    if request.param == "local":
+        yield str(tmp_path / "store")
+        return
+    url = f"memory://{request.node.originalname}-{uuid.uuid4().hex}"
+    yield url
+    fs = fsspec.filesystem("memory")
+    if fs.exists(url):
+        fs.rm(url, recursive=True)

@@ -6,7 +6,6 @@ import io
 import json
 import posixpath
 import tempfile
-import uuid
 import warnings
 from datetime import UTC, datetime, timedelta, timezone
 from fractions import Fraction
@@ -230,16 +229,10 @@ def test_poster_defaults_to_middle_frame():
         poster_jpeg(frames, 3)
 
 
-@pytest.fixture(params=["local", "memory"])
-def root(request, tmp_path):
-    if request.param == "local":
-        yield str(tmp_path / "out")
-        return
-    url = f"memory://media-test-{uuid.uuid4().hex}"
-    yield url
-    fs = fsspec.filesystem("memory")
-    if fs.exists(url):
-        fs.rm(url, recursive=True)
+@pytest.fixture
+def root(storage_url):
+    """Where the test writes: local disk and memory:// (tests/conftest.py)."""
+    return storage_url
 
 
 def cat(url: str, fs_kwargs=None) -> bytes:

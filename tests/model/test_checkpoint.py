@@ -15,16 +15,10 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.fixture(params=["local", "memory"])
-def url(request, tmp_path):
-    if request.param == "local":
-        yield str(tmp_path / "ckpt")
-        return
-    path = f"memory://ckpt-{request.node.originalname}"
-    yield path
-    fs = fsspec.filesystem("memory")
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+@pytest.fixture
+def url(storage_url):
+    """Where the test writes: local disk and memory:// (tests/conftest.py)."""
+    return storage_url
 
 
 def test_round_trip(tiny, url):
