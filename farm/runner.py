@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from farm import metrics
 from farm.engine import Executor
 from farm.manifest import Manifest
 from farm.variant_render import render_variant
@@ -62,6 +63,7 @@ def render_one(
         out = render_variant(executor, row, root, storage_options=storage_options, **engine)
     except Exception as error:  # recorded with its reason; the caller decides on retries
         code = failure_code(error)
+        metrics.record_attempt(row, time.perf_counter() - t0, code)  # metrics: failed attempt
         commit(
             {
                 "variant_id": vid,
@@ -72,6 +74,7 @@ def render_one(
             }
         )
         return code
+    metrics.record_attempt(row, time.perf_counter() - t0, None)  # metrics: completed attempt
     commit(
         {
             "variant_id": vid,
