@@ -49,7 +49,10 @@ def local_farm(
         serve.start(http_options={"host": "127.0.0.1", "port": api_port})
         # The job renders through the Renderer pool; the Director serves ad-hoc videos.
         dashboard = f"http://{context.dashboard_url}"
-        args = args or FarmAppArgs(model=model, storage_root=root, director_num_cpus=0)
+        # No tokens by default: the demo serves 127.0.0.1 only, as tenant "default".
+        args = args or FarmAppArgs(
+            model=model, storage_root=root, director_num_cpus=0, allow_anonymous=True
+        )
         args = args.model_copy(update={"jobs_address": dashboard, "app_name": APP_NAME})
         serve.run(build_app(args), name=APP_NAME, route_prefix="/")
         yield LocalFarm(dashboard, f"http://127.0.0.1:{api_port}")

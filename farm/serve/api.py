@@ -12,24 +12,30 @@ unknown id a 404.
 # classes (under `serve.ingress` string annotations resolve against Ray's globals).
 
 import asyncio
+import inspect
 import logging
 import re
 from typing import Any
 
 import fsspec
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from ray import serve
 from starlette.exceptions import HTTPException
 
 from farm.serve import campaigns
+from farm.serve.auth import Auth, authenticate
 from farm.serve.director import videos_dir
 from farm.serve.schemas import CreateVideoRequest, Limits, RequestError
 
 log = logging.getLogger(__name__)
 
-app = FastAPI(title="video farm", version="1")
+# Auth is app-wide: every route, including routers included later, needs a tenant's token
+# (farm.serve.auth exempts /healthz; the docs are served outside the dependency system).
+# Routes must be added before `serve.ingress(app)` below, which freezes a copy of the app.
+app = FastAPI(title="video farm", version="1", dependencies=[Depends(authenticate)])
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _CONTENT = {"video": ("mp4", "video/mp4"), "thumbnail": ("jpg", "image/jpeg")}
 
@@ -56,8 +62,10 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
 
 @app.exception_handler(HTTPException)
 async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return _error(exc.status_code, code, str(exc.detail))
+    codes = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+    code = codes.get(exc.status_code, "http_error")
+    body = RequestError(exc.status_code, code, str(exc.detail)).body()
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 @app.exception_handler(Exception)
@@ -85,6 +93,8 @@ class Api:
         jobs_address: str = "http://127.0.0.1:8265",
         app_name: str = "farm",
         max_body_bytes: int = 1_000_000,
+        tokens: dict[str, str] | None = None,
+        allow_anonymous: bool = False,
     ):
         self.director = director  # DeploymentHandle of a Director
         self.root = storage_root
@@ -93,6 +103,7 @@ class Api:
         self.jobs_address = jobs_address  # Ray's Jobs API, where campaign jobs are submitted
         self.app_name = app_name  # campaign jobs render on this app's Renderer pool
         self.max_body_bytes = max_body_bytes
+        self.auth = Auth(dict(tokens or {}), allow_anonymous)  # read by farm.serve.auth
 
     @app.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -188,3 +199,31 @@ class Api:
     def _read(self, url: str) -> bytes:
         with fsspec.open(url, "rb", **self.storage_options) as f:
             return f.read()
+
+
+def in_process(director: Any, storage_root: str, **kwargs: Any) -> FastAPI:
+    """The Api's FastAPI app served in this process, without Serve (tests, fuzzing).
+
+    Builds an Api instance from the same arguments as the deployment and binds the app's
+    routes to it; `director` is anything with the Director's `.method.remote(...)` calls,
+    e.g. a real DeploymentHandle. Returns the module's app: one binding per process.
+    """
+    cls = Api.func_or_class.__bases__[0]  # the class under the ingress wrapper
+    instance = cls(director, storage_root, **kwargs)
+    app.state.farm_api = instance
+    for route in api_routes(app):
+        self_param = inspect.signature(route.endpoint).parameters.get("self")
+        if self_param is not None:  # serve.ingress looks up the replica's instance here
+            app.dependency_overrides[self_param.default.dependency] = lambda: instance
+    return app
+
+
+def api_routes(router: Any) -> list[APIRoute]:
+    """Every APIRoute of `router`, including those of included routers, at any depth."""
+    out: list[APIRoute] = []
+    for route in router.routes:
+        if isinstance(route, APIRoute):
+            out.append(route)
+        elif hasattr(route, "original_router"):  # FastAPI >= 0.137 nests included routers
+            out.extend(api_routes(route.original_router))
+    return out

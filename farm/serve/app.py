@@ -78,4 +78,6 @@ def build_app(args: FarmAppArgs) -> Application:
         storage_options=args.storage_options,
         jobs_address=args.jobs_address,
         app_name=args.app_name,
+        tokens=args.tokens,
+        allow_anonymous=args.allow_anonymous,
     )

@@ -154,6 +154,12 @@ class FarmAppArgs(BaseModel):
     max_seconds: float = Field(20.0, gt=0)
     max_steps: int = Field(50, ge=1)
     max_side: int = Field(1280, ge=16)
+    tokens: dict[str, str] = Field(
+        default_factory=dict, description="sha256 hex of a bearer token -> tenant name."
+    )
+    allow_anonymous: bool = Field(
+        False, description="Serve requests without a token as tenant 'default' (local demo)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FarmAppArgs:
