@@ -45,6 +45,7 @@ def farm(tmp_path_factory) -> Farm:
         renderer_threads=1,
         renderer_batch_wait_s=0.2,
         director_num_cpus=0,
+        allow_anonymous=True,  # auth has its own tests (test_auth.py)
     )
     try:
         serve.run(build_app(args), name="farm", route_prefix="/")
@@ -202,6 +203,7 @@ def test_renderer_scales_up_from_zero(farm: Farm):
         renderer_downscale_delay_s=600,
         renderer_threads=1,
         director_num_cpus=0,
+        allow_anonymous=True,
     )
     serve.run(build_app(args), name="zero", route_prefix="/zero")
     try:
