@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from farm import metrics
 from farm.engine import WindowStep
 from farm.worker import ModelWorker, as_tensor
 
@@ -49,6 +50,7 @@ class Renderer:
         self._batch.set_max_batch_size(batch_videos)
         self._batch.set_batch_wait_timeout_s(batch_wait_s)
         self.videos_per_batch: list[int] = []  # requests (videos) merged per batch
+        self.preset = model_ref  # the metrics' preset tag
         self._info: dict[str, str] | None = None
 
     async def _on_model(self, fn, *args) -> Any:
@@ -73,6 +75,7 @@ class Renderer:
         per_request = [_steps(r) for r in requests]
         flat = [s for steps in per_request for s in steps]
         self.videos_per_batch.append(len(requests))
+        metrics.record_batch(self.preset, len(requests), len(flat))  # metrics
         vs = await self._on_model(self.worker.run_steps, flat)
         out, k = [], 0
         for steps in per_request:
