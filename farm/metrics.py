@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ray.util import metrics
@@ -47,6 +47,8 @@ __all__ = [
     "record_campaign_counts",
     "record_queue_depth",
     "record_render",
+    "record_unfinished",
+    "record_video",
 ]
 
 log = logging.getLogger(__name__)
@@ -167,6 +169,26 @@ def record_attempt(row: Mapping[str, Any], seconds: float, failure: str | None) 
 @_safely
 def _count_variant(campaign: str, status: str) -> None:
     _get().variants.inc(1, tags={"campaign": campaign, "status": status})
+
+
+def record_video(status: str, preset: str, request: Any, seconds: float) -> None:
+    """One `/v1/videos` render that ended (`completed` or `failed`; others are not counted)."""
+    if status not in ("completed", "failed"):
+        return
+    record_render(
+        campaign=ADHOC,
+        preset=preset,
+        width=int(request.width),
+        height=int(request.height),
+        seconds=seconds,
+        frames=int(request.frames),
+        failure=None if status == "completed" else "render_failed",
+    )
+
+
+def record_unfinished(campaign: str, statuses: Iterable[str]) -> None:
+    """Set the queue depth from statuses: how many are `queued` or `in_progress`."""
+    record_queue_depth(campaign, sum(s in ("queued", "in_progress") for s in statuses))
 
 
 @_safely
