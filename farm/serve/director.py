@@ -20,6 +20,7 @@ from typing import Any
 import fsspec
 from ray import serve
 
+from farm import metrics
 from farm.engine import VideoJob, render
 from farm.media import Provenance, write_video_outputs
 from farm.serve.executor import ServeExecutor
@@ -88,6 +89,7 @@ class Director:
             video.status, video.progress, video.completed_at = "completed", 1.0, time.time()
         else:
             video.task = asyncio.create_task(self._run(video))
+        metrics.record_unfinished(metrics.ADHOC, (v.status for v in self.videos.values()))
         return self._view(video)
 
     async def status(self, video_id: str) -> dict[str, Any] | None:
@@ -140,6 +142,7 @@ class Director:
                     return
                 video.started = True
                 video.status = "in_progress"
+                t0 = time.perf_counter()  # metrics
                 try:
                     await asyncio.to_thread(self._render, video)
                 except Cancelled:
@@ -153,6 +156,10 @@ class Director:
                     if not video.cancel.is_set():
                         video.status, video.progress = "completed", 1.0
                         video.completed_at = time.time()
+                # metrics: render time, frames or failure; videos not yet finished
+                seconds = time.perf_counter() - t0
+                metrics.record_video(video.status, self.model, video.request, seconds)
+                metrics.record_unfinished(metrics.ADHOC, (v.status for v in self.videos.values()))
 
     def _render(self, video: _Video) -> None:
         """Engine → frames → MP4 + poster + sidecar (blocking; runs in a worker thread)."""
