@@ -19,6 +19,7 @@ import time
 
 import ray
 
+from farm import metrics
 from farm.jobs import cancel_requested, render_concurrently
 from farm.manifest import Manifest
 
@@ -70,10 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     executor = _executor(preset, args.actors, args.serve_app or None)
     done = 0
+    # metrics: the manifest's counts by status (throttled) and variants left to finish
+    progress = metrics.CampaignProgressReporter(manifest)
+    progress.update(force=True)
+    metrics.record_queue_depth(args.campaign_id, todo)
 
     def on_done(row: dict, status: str, seconds: float) -> None:
         nonlocal done
         done += 1
+        metrics.record_queue_depth(args.campaign_id, todo - done)  # metrics
+        progress.update()  # metrics
         print(
             f"[{done}/{todo}] {row['variant_id']} {row['locale']} {row['format']}: "
             f"{status} in {seconds:.1f} s",
@@ -96,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if hasattr(executor, "close"):
             executor.close()
+        progress.update(force=True)  # metrics: the final counts
     if report.stopped_by_cancel:
         print(f"cancel requested: {report.cancelled} variants marked cancelled", flush=True)
     print(
