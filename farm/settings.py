@@ -20,7 +20,10 @@ process; `reset_settings` drops it (tests, or after changing the environment).
 
 Auth: ``tokens`` maps the sha256 hex of a bearer token (`hash_token`) to a tenant name, so
 the settings never hold a usable token. With no tokens the API serves nobody unless
-``allow_anonymous`` is true (the local demo sets it).
+``allow_anonymous`` is true (the local demo sets it); anonymous requests are tenant
+``default``. Tenant names become storage path segments, so they are restricted to letters,
+digits, ``_`` and ``-``. ``prompt_policy`` maps a tenant (or ``"*"``, every tenant) to a
+`farm.policy.PromptPolicy` of blocked terms and patterns.
 """
 
 from __future__ import annotations
@@ -42,9 +45,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from farm.policy import ALL_TENANTS, PromptPolicy
+
 __all__ = [
     "ENV_PREFIX",
     "SETTINGS_FILE_ENV",
+    "TENANT_NAME",
     "Settings",
     "SettingsFileError",
     "get_settings",
@@ -56,6 +62,7 @@ ENV_PREFIX = "FARM_"
 SETTINGS_FILE_ENV = "FARM_SETTINGS_FILE"
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # also a storage path segment
 
 # The file `Settings.from_yaml` is loading, seen by `settings_customise_sources` (a context
 # variable, so concurrent loads in threads or tasks don't see each other's file).
@@ -97,6 +104,14 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     if bad:
         raise SettingsFileError(f"settings file {str(path)!r}: keys must be strings, got {bad!r}")
     return data
+
+
+def _check_tenant(name: str) -> None:
+    if not TENANT_NAME.fullmatch(name):
+        raise ValueError(
+            f"tenant name {name[:70]!r} must be 1-64 letters, digits, _ or -, starting with "
+            "a letter or digit"
+        )
 
 
 def _d(text: str) -> Any:
@@ -207,6 +222,11 @@ class Settings(BaseSettings):
     allow_anonymous: bool = Field(
         False, description="Serve requests without a bearer token (local demo only)."
     )
+    prompt_policy: dict[str, PromptPolicy] = Field(
+        default_factory=dict,
+        description="Tenant name (or '*' for every tenant) -> blocked_terms and "
+        "blocked_patterns its prompts may not contain (see farm.policy).",
+    )
 
     # ---- validators -------------------------------------------------------------------------
     @field_validator("storage_root", "model")
@@ -241,10 +261,19 @@ class Settings(BaseSettings):
                 )
             if not tenant.strip():
                 raise ValueError(f"tenant name for token hash {key[:8]}… must not be blank")
+            _check_tenant(tenant.strip())
             if key in out:
                 raise ValueError(f"token hash {key[:8]}… is listed twice")
             out[key] = tenant.strip()
         return out
+
+    @field_validator("prompt_policy")
+    @classmethod
+    def _policy_tenants(cls, v: dict[str, PromptPolicy]) -> dict[str, PromptPolicy]:
+        for tenant in v:
+            if tenant != ALL_TENANTS:
+                _check_tenant(tenant)
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

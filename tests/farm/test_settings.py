@@ -72,6 +72,7 @@ def test_defaults():
         "interactive_headroom": 0.25,
         "tokens": {},
         "allow_anonymous": False,
+        "prompt_policy": {},
     }
 
 
@@ -324,3 +325,21 @@ def test_serve_app_args_come_from_settings():
     args = FarmAppArgs.from_settings(settings, app_name="other")
     assert (args.model, args.renderer_max_replicas, args.renderer_min_replicas) == ("tiny", 5, 0)
     assert args.engine_window == 8 and args.app_name == "other"
+
+
+@pytest.mark.parametrize("tenant", ["../x", "a/b", ".hidden", "a b", "ü", "x" * 65, "*"])
+def test_tenant_names_are_path_safe(tenant: str):
+    with pytest.raises(ValidationError, match="tenant name"):
+        Settings(tokens={ABC_SHA256: tenant})
+
+
+def test_prompt_policy_from_yaml_and_env(tmp_path, monkeypatch):
+    p = _write(tmp_path, "prompt_policy:\n  '*': {blocked_terms: [Tom Hanks]}\n")
+    policy = Settings.from_yaml(p).prompt_policy
+    assert policy["*"].violation("a TOM HANKS cameo") is not None
+    monkeypatch.setenv("FARM_PROMPT_POLICY", '{"acme": {"blocked_patterns": ["ba+d"]}}')
+    assert Settings().prompt_policy["acme"].violation("so baaad") is not None
+    with pytest.raises(ValidationError, match="not a valid regex"):
+        Settings(prompt_policy={"acme": {"blocked_patterns": ["("]}})
+    with pytest.raises(ValidationError, match="tenant name"):
+        Settings(prompt_policy={"../etc": {}})
