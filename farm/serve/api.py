@@ -6,15 +6,25 @@ video|thumbnail; DELETE /v1/videos/{id} (cancel); POST /v1/campaigns (JSON or YA
 POST /v1/campaigns/{id}/cancel; GET /v1/campaigns/{id}/manifest (Parquet); GET /healthz.
 Every error is JSON {code, message, param?}: bad input is a 4xx naming the field, an
 unknown id a 404.
+
+Every route but /healthz and the docs needs a tenant's bearer token (`farm.serve.auth`);
+videos and campaigns belong to the tenant that made them, and another tenant's id is a 404.
+Requests are held to the deployment's limits (`Limits`: 422 ``limit_exceeded`` naming the
+limit; a body over ``max_body_bytes`` is a 413 before it is parsed) and prompts to the
+tenant's prompt policy (`farm.policy`: 422 ``policy_violation`` naming the field) before
+any GPU time is spent. Ids from the URL are checked against their exact hex form before
+they touch a path; nothing from a request becomes a path unchecked.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the endpoint annotations as
 # classes (under `serve.ingress` string annotations resolve against Ray's globals).
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import fsspec
@@ -25,10 +35,11 @@ from fastapi.routing import APIRoute
 from ray import serve
 from starlette.exceptions import HTTPException
 
+from farm.policy import PolicyViolation, PromptPolicy, policy_for
 from farm.serve import campaigns
-from farm.serve.auth import Auth, authenticate
+from farm.serve.auth import Auth, authenticate, deployment
 from farm.serve.director import videos_dir
-from farm.serve.schemas import CreateVideoRequest, Limits, RequestError
+from farm.serve.schemas import CreateVideoRequest, Limits, RequestError, VideoRequest, owns
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +47,8 @@ log = logging.getLogger(__name__)
 # (farm.serve.auth exempts /healthz; the docs are served outside the dependency system).
 # Routes must be added before `serve.ingress(app)` below, which freezes a copy of the app.
 app = FastAPI(title="video farm", version="1", dependencies=[Depends(authenticate)])
-_ID = re.compile(r"^[0-9a-f]{32}$")
+Tenant = Depends(authenticate)  # FastAPI runs it once per request however often it is named
+_ID = re.compile(r"[0-9a-f]{32}")  # with fullmatch: "$" would let a "\n" through
 _CONTENT = {"video": ("mp4", "video/mp4"), "thumbnail": ("jpg", "image/jpeg")}
 
 
@@ -44,9 +56,59 @@ def _error(status: int, code: str, message: str, param: str | None = None) -> JS
     return JSONResponse(RequestError(status, code, message, param).body(), status_code=status)
 
 
+class BodyTooLarge(HTTPException):
+    """413: a request body over the deployment's max_body_bytes."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body is over the limit max_body_bytes={limit}")
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over the deployment's max_body_bytes, unparsed.
+
+    A declared Content-Length over the limit is refused before any of the body is read;
+    a chunked body is counted as it arrives and refused at the first byte over.
+    """
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = deployment(Request(scope)).max_body_bytes
+        length = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            return await _send_json(
+                send, RequestError(413, "too_large", BodyTooLarge(limit).detail)
+            )
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+async def _send_json(send: Any, error: RequestError) -> None:
+    response = JSONResponse(error.body(), status_code=error.status)
+    await send(
+        {"type": "http.response.start", "status": error.status, "headers": response.raw_headers}
+    )
+    await send({"type": "http.response.body", "body": response.body})
+
+
+app.add_middleware(BodyLimit)
+
+
 @app.exception_handler(RequestError)
 async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 @app.exception_handler(RequestValidationError)
@@ -95,6 +157,7 @@ class Api:
         max_body_bytes: int = 1_000_000,
         tokens: dict[str, str] | None = None,
         allow_anonymous: bool = False,
+        prompt_policy: dict[str, Any] | None = None,
     ):
         self.director = director  # DeploymentHandle of a Director
         self.root = storage_root
@@ -104,6 +167,9 @@ class Api:
         self.app_name = app_name  # campaign jobs render on this app's Renderer pool
         self.max_body_bytes = max_body_bytes
         self.auth = Auth(dict(tokens or {}), allow_anonymous)  # read by farm.serve.auth
+        self.policies = {
+            k: PromptPolicy.model_validate(v) for k, v in (prompt_policy or {}).items()
+        }
 
     @app.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -111,20 +177,24 @@ class Api:
         return {"status": "ok"}
 
     @app.post("/v1/videos", status_code=201)
-    async def create(self, body: CreateVideoRequest) -> dict[str, Any]:
+    async def create(self, body: VideoRequest, tenant: str = Tenant) -> dict[str, Any]:
         """Queue a video (or find the same request's video); 201 with its state."""
         self.limits.check(body)
-        return await self.director.create.remote(body.model_dump())
+        self._check_policy(
+            tenant, [("prompt", body.prompt), ("negative_prompt", body.negative_prompt)]
+        )
+        request = CreateVideoRequest(**body.model_dump(), tenant=tenant)
+        return await self.director.create.remote(request.model_dump())
 
     @app.get("/v1/videos/{video_id}")
-    async def get(self, video_id: str) -> dict[str, Any]:
+    async def get(self, video_id: str, tenant: str = Tenant) -> dict[str, Any]:
         """A video's status, progress and error."""
-        return await self._status(video_id)
+        return await self._status(video_id, tenant)
 
     @app.delete("/v1/videos/{video_id}")
-    async def cancel(self, video_id: str) -> dict[str, Any]:
+    async def cancel(self, video_id: str, tenant: str = Tenant) -> dict[str, Any]:
         """Cancel a queued or rendering video; returns its state."""
-        if not _ID.match(video_id):
+        if not self._mine(video_id, tenant):
             raise _not_found(video_id)
         video = await self.director.cancel.remote(video_id)
         if video is None:
@@ -132,19 +202,21 @@ class Api:
         return video
 
     @app.get("/v1/videos/{video_id}/content")
-    async def content(self, video_id: str, variant: str = "video") -> Response:
+    async def content(
+        self, video_id: str, variant: str = "video", tenant: str = Tenant
+    ) -> Response:
         """The finished MP4 (variant=video) or its JPEG poster (variant=thumbnail)."""
         if variant not in _CONTENT:
             raise RequestError(
                 422, "invalid_request", f"variant must be one of {sorted(_CONTENT)}", "variant"
             )
-        video = await self._status(video_id)
+        video = await self._status(video_id, tenant)
         if video["status"] != "completed":
             raise RequestError(
                 409, "not_ready", f"video {video_id} is {video['status']}, not completed"
             )
         ext, media_type = _CONTENT[variant]
-        url = f"{videos_dir(self.root)}/{video_id}.{ext}"
+        url = f"{videos_dir(self.root)}/{video_id}.{ext}"  # video_id: checked 32 hex
         try:
             data = await asyncio.to_thread(self._read, url)
         except FileNotFoundError:
@@ -152,11 +224,11 @@ class Api:
         return Response(content=data, media_type=media_type)
 
     @app.post("/v1/campaigns", status_code=201)
-    async def create_campaign(self, request: Request) -> dict[str, Any]:
+    async def create_campaign(self, request: Request, tenant: str = Tenant) -> dict[str, Any]:
         """Submit a campaign spec (JSON or YAML body) as a Ray Job: {id, job_id}."""
         body = await request.body()
         if len(body) > self.max_body_bytes:
-            raise RequestError(413, "too_large", f"body over {self.max_body_bytes} bytes")
+            raise BodyTooLarge(self.max_body_bytes)
         kind = request.headers.get("content-type", "")
         return await asyncio.to_thread(
             campaigns.submit,
@@ -165,31 +237,46 @@ class Api:
             root=self.root,
             jobs_address=self.jobs_address,
             app=self.app_name,
+            tenant=tenant,
+            limits=self.limits,
+            policy=policy_for(self.policies, tenant),
         )
 
     @app.get("/v1/campaigns")
-    async def list_campaigns(self) -> list[dict[str, Any]]:
-        """Every campaign in storage with its counts by status."""
-        return await asyncio.to_thread(campaigns.listing, self.root)
+    async def list_campaigns(self, tenant: str = Tenant) -> list[dict[str, Any]]:
+        """Every campaign of the tenant with its counts by status."""
+        return await asyncio.to_thread(campaigns.listing, self.root, tenant)
 
     @app.get("/v1/campaigns/{campaign_id}")
-    async def campaign(self, campaign_id: str) -> dict[str, Any]:
+    async def campaign(self, campaign_id: str, tenant: str = Tenant) -> dict[str, Any]:
         """Progress by status × locale × format, throughput and ETA."""
-        return await asyncio.to_thread(campaigns.progress, self.root, campaign_id)
+        return await asyncio.to_thread(campaigns.progress, self.root, campaign_id, tenant)
 
     @app.post("/v1/campaigns/{campaign_id}/cancel")
-    async def cancel_campaign(self, campaign_id: str) -> dict[str, str]:
+    async def cancel_campaign(self, campaign_id: str, tenant: str = Tenant) -> dict[str, str]:
         """Stop dispatching; variants not finished end `cancelled`."""
-        return await asyncio.to_thread(campaigns.cancel, self.root, campaign_id, self.jobs_address)
+        return await asyncio.to_thread(
+            campaigns.cancel, self.root, campaign_id, self.jobs_address, tenant
+        )
 
     @app.get("/v1/campaigns/{campaign_id}/manifest")
-    async def campaign_manifest(self, campaign_id: str) -> Response:
+    async def campaign_manifest(self, campaign_id: str, tenant: str = Tenant) -> Response:
         """The latest state of every variant, as Parquet."""
-        data = await asyncio.to_thread(campaigns.manifest_parquet, self.root, campaign_id)
+        data = await asyncio.to_thread(campaigns.manifest_parquet, self.root, campaign_id, tenant)
         return Response(content=data, media_type="application/vnd.apache.parquet")
 
-    async def _status(self, video_id: str) -> dict[str, Any]:
-        if not _ID.match(video_id):
+    def _check_policy(self, tenant: str, fields: list[tuple[str, str]]) -> None:
+        try:
+            policy_for(self.policies, tenant).check(fields)
+        except PolicyViolation as e:
+            raise RequestError(422, "policy_violation", str(e), e.field) from None
+
+    @staticmethod
+    def _mine(video_id: str, tenant: str) -> bool:
+        return bool(_ID.fullmatch(video_id)) and owns(tenant, video_id)
+
+    async def _status(self, video_id: str, tenant: str) -> dict[str, Any]:
+        if not self._mine(video_id, tenant):
             raise _not_found(video_id)
         video = await self.director.status.remote(video_id)
         if video is None:
@@ -201,12 +288,13 @@ class Api:
             return f.read()
 
 
-def in_process(director: Any, storage_root: str, **kwargs: Any) -> FastAPI:
+@contextlib.contextmanager
+def in_process(director: Any, storage_root: str, **kwargs: Any) -> Iterator[FastAPI]:
     """The Api's FastAPI app served in this process, without Serve (tests, fuzzing).
 
-    Builds an Api instance from the same arguments as the deployment and binds the app's
-    routes to it; `director` is anything with the Director's `.method.remote(...)` calls,
-    e.g. a real DeploymentHandle. Returns the module's app: one binding per process.
+    Builds an Api instance from the same arguments as the deployment and binds the
+    module's app to it until the block ends; `director` is anything with the Director's
+    ``.method.remote(...)`` calls, e.g. a real DeploymentHandle. One binding at a time.
     """
     cls = Api.func_or_class.__bases__[0]  # the class under the ingress wrapper
     instance = cls(director, storage_root, **kwargs)
@@ -215,7 +303,11 @@ def in_process(director: Any, storage_root: str, **kwargs: Any) -> FastAPI:
         self_param = inspect.signature(route.endpoint).parameters.get("self")
         if self_param is not None:  # serve.ingress looks up the replica's instance here
             app.dependency_overrides[self_param.default.dependency] = lambda: instance
-    return app
+    try:
+        yield app
+    finally:
+        app.state.farm_api = None
+        app.dependency_overrides.clear()
 
 
 def api_routes(router: Any) -> list[APIRoute]:

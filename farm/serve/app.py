@@ -80,4 +80,6 @@ def build_app(args: FarmAppArgs) -> Application:
         app_name=args.app_name,
         tokens=args.tokens,
         allow_anonymous=args.allow_anonymous,
+        prompt_policy={k: v.model_dump() for k, v in args.prompt_policy.items()},
+        max_body_bytes=args.max_body_bytes,
     )

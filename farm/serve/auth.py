@@ -26,6 +26,8 @@ from typing import Any
 from fastapi import Request
 from starlette.exceptions import HTTPException
 
+from farm.serve.schemas import ANONYMOUS_TENANT
+
 __all__ = [
     "ANONYMOUS_TENANT",
     "COOKIE",
@@ -38,7 +40,6 @@ __all__ = [
 ]
 
 COOKIE = "farm_token"
-ANONYMOUS_TENANT = "default"
 # Route paths (templates, without any Serve route prefix) that need no credential.
 PUBLIC_PATHS = frozenset({"/healthz"})
 

@@ -1,9 +1,21 @@
 """What the Api's /v1/campaigns endpoints do, as plain blocking functions.
 
-Submitting parses the body as YAML or JSON (`farm.spec.load_spec`), creates the manifest
-and submits the campaign job through Ray's Jobs API (`farm.jobs.submit_campaign`); reads
-come straight from the manifest on storage. Errors are `RequestError`s: 4xx naming the
-field, 404 for an unknown campaign, 503 when the Jobs API cannot be reached.
+Submitting parses the body as YAML or JSON (`farm.spec.load_spec`), holds the spec to the
+deployment's limits and the tenant's prompt policy, creates the manifest and submits the
+campaign job through Ray's Jobs API (`farm.jobs.submit_campaign`); reads come straight
+from the manifest on storage. Errors are `RequestError`s: 4xx naming the field, 404 for
+an unknown campaign, 503 when the Jobs API cannot be reached.
+
+Tenants: each tenant's campaigns live under its own storage root (`tenant_root`): the
+farm's root for tenant ``default`` (the local demo, the CLI), ``{root}/tenants/{name}``
+for the others. Campaign ids are content hashes of the spec, so two tenants submitting
+the same spec get two campaigns, and another tenant's campaign id is simply not found
+(404). Tenant names are checked path-safe in the settings and again here.
+
+Prompt policy: a campaign is refused at submit (422 ``policy_violation``) when any of its
+variants' text would break the tenant's policy, with ``param`` naming the spec field the
+text comes from (``locales.en-US.prompt``) and the message naming the product. Refusing
+the whole campaign up front spends no GPU time and leaves no half-rendered campaign.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -18,10 +31,21 @@ import pyarrow.parquet as pq
 
 from farm.jobs import CampaignError, cancel_campaign, list_campaigns, submit_campaign
 from farm.manifest import Manifest, ManifestNotFound
-from farm.serve.schemas import RequestError
-from farm.spec import SpecError, load_spec
+from farm.policy import PolicyViolation, PromptPolicy
+from farm.serve.schemas import ANONYMOUS_TENANT, Limits, RequestError
+from farm.settings import TENANT_NAME
+from farm.spec import CampaignSpec, SpecError, fill, load_spec
 
-CAMPAIGN_ID = re.compile(r"^[0-9a-f]{16}$")
+CAMPAIGN_ID = re.compile(r"[0-9a-f]{16}")  # with fullmatch: "$" would let a "\n" through
+
+
+def tenant_root(root: str, tenant: str) -> str:
+    """Where `tenant`'s campaigns and outputs live: the root itself for ``default``."""
+    if tenant == ANONYMOUS_TENANT:
+        return root
+    if not TENANT_NAME.fullmatch(tenant):  # settings refuse these; never build a path of one
+        raise RequestError(403, "forbidden", "tenant name is not usable as a storage path")
+    return f"{root.rstrip('/')}/tenants/{tenant}"
 
 
 def _not_found(cid: str) -> RequestError:
@@ -29,7 +53,7 @@ def _not_found(cid: str) -> RequestError:
 
 
 def _open(root: str, cid: str) -> Manifest:
-    if not CAMPAIGN_ID.match(cid):
+    if not CAMPAIGN_ID.fullmatch(cid):
         raise _not_found(cid)
     try:
         return Manifest.open(root, cid)
@@ -37,19 +61,81 @@ def _open(root: str, cid: str) -> Manifest:
         raise _not_found(cid) from None
 
 
-def submit(body: bytes, content_type: str, *, root: str, jobs_address: str, app: str) -> dict:
-    """Validate a spec (JSON or YAML body) and submit its job: {id, job_id}."""
+def spec_text(spec: CampaignSpec) -> Iterator[tuple[str, str, str]]:
+    """(spec field, product id, text) for the text of every variant, as rendered.
+
+    Prompts are given filled in (per product and locale), so a blocked name that comes
+    from a product name shows up in the prompt that would be rendered.
+    """
+    yield "brand", "", spec.brand
+    for i, product in enumerate(spec.products):
+        yield f"products[{i}].name", product.id, product.name
+        yield f"products[{i}].description", product.id, product.description
+    for code, copy in spec.locales.items():
+        yield f"locales.{code}.headline", "", copy.headline
+        yield f"locales.{code}.cta", "", copy.cta
+        yield f"locales.{code}.negative_prompt", "", copy.negative_prompt
+        for product in spec.products:
+            values = spec.prompt_values(product, code)
+            yield f"locales.{code}.prompt", product.id, fill(copy.prompt, values)
+            for j, shot in enumerate(spec.storyboard):
+                yield f"storyboard[{j}].prompt", product.id, fill(shot.prompt, values)
+
+
+def check_spec(spec: CampaignSpec, limits: Limits, policy: PromptPolicy) -> None:
+    """Refuse (4xx naming the field) a spec over the limits or against the prompt policy."""
+    if spec.output_root is not None:
+        raise RequestError(
+            422,
+            "invalid_campaign",
+            "output_root: not allowed over the API; outputs go under the tenant's storage",
+            "output_root",
+        )
+    count = len(spec.products) * len(spec.locales) * len(spec.formats) * len(spec.durations)
+    limits.check_variants("seeds", count * spec.seeds)
+    limits.check_steps("steps", spec.steps)
+    for i, seconds in enumerate(spec.durations):
+        limits.check_seconds(f"durations[{i}]", seconds)
+    for i, fmt in enumerate(spec.formats):
+        limits.check_size(f"formats[{i}]", fmt.width, fmt.height)
+    for field, product, text in spec_text(spec):
+        if field.endswith("prompt"):
+            try:
+                limits.check_prompt(field, text)
+            except RequestError as e:
+                e.message = e.message + (f" (product {product})" if product else "")
+                raise
+        rule = policy.violation(text)
+        if rule is not None:
+            where = f" for product {product}" if product else ""
+            message = f"{PolicyViolation(field, rule)}{where}"
+            raise RequestError(422, "policy_violation", message, field)
+
+
+def submit(
+    body: bytes,
+    content_type: str,
+    *,
+    root: str,
+    jobs_address: str,
+    app: str,
+    tenant: str = ANONYMOUS_TENANT,
+    limits: Limits | None = None,
+    policy: PromptPolicy | None = None,
+) -> dict:
+    """Validate a spec (JSON or YAML body) and submit the tenant's job: {id, job_id}."""
     fmt = "json" if "json" in content_type else "yaml"
     try:
         spec = load_spec(body, fmt=fmt)
     except SpecError as e:
         path, _ = e.errors[0] if e.errors else ("body", "")
         raise RequestError(422, "invalid_campaign", str(e), path) from None
+    check_spec(spec, limits or Limits(), policy or PromptPolicy())
     try:
         cid, sid = submit_campaign(
             spec,
             address=jobs_address,
-            root=root,
+            root=tenant_root(root, tenant),
             serve_app=app,
             python=shlex.quote(sys.executable),  # replicas run the farm's own environment
         )
@@ -60,9 +146,9 @@ def submit(body: bytes, content_type: str, *, root: str, jobs_address: str, app:
     return {"id": cid, "job_id": sid}
 
 
-def progress(root: str, cid: str) -> dict[str, Any]:
+def progress(root: str, cid: str, tenant: str = ANONYMOUS_TENANT) -> dict[str, Any]:
     """Counts by status and by status × locale × format, throughput and ETA."""
-    p = _open(root, cid).progress()
+    p = _open(tenant_root(root, tenant), cid).progress()
     return {
         "id": cid,
         "total": p.total,
@@ -74,19 +160,22 @@ def progress(root: str, cid: str) -> dict[str, Any]:
     }
 
 
-def listing(root: str) -> list[dict[str, Any]]:
-    """Every campaign under the storage root with its counts."""
-    return list_campaigns(root)
+def listing(root: str, tenant: str = ANONYMOUS_TENANT) -> list[dict[str, Any]]:
+    """Every campaign of the tenant with its counts."""
+    return list_campaigns(tenant_root(root, tenant))
 
 
-def cancel(root: str, cid: str, jobs_address: str) -> dict[str, str]:
+def cancel(
+    root: str, cid: str, jobs_address: str, tenant: str = ANONYMOUS_TENANT
+) -> dict[str, str]:
     """Ask the campaign's job to stop; the rest of its variants end `cancelled`."""
-    _open(root, cid)
-    return {"id": cid, "message": cancel_campaign(root, cid, jobs_address)}
+    base = tenant_root(root, tenant)
+    _open(base, cid)
+    return {"id": cid, "message": cancel_campaign(base, cid, jobs_address)}
 
 
-def manifest_parquet(root: str, cid: str) -> bytes:
+def manifest_parquet(root: str, cid: str, tenant: str = ANONYMOUS_TENANT) -> bytes:
     """The latest state of every variant as one Parquet file (pandas, DuckDB read it)."""
     sink = pa.BufferOutputStream()
-    pq.write_table(_open(root, cid).status(), sink)
+    pq.write_table(_open(tenant_root(root, tenant), cid).status(), sink)
     return sink.getvalue().to_pybytes()

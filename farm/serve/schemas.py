@@ -11,18 +11,30 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from farm.policy import PromptPolicy
 from farm.render_local import frames_for, parse_size
 
 PIXEL_MULTIPLE = 16  # VAE stride x patch size of the farm's presets
+VIDEO_ID_HEX = 32
+TENANT_TAG_HEX = 10
+ANONYMOUS_TENANT = "default"  # the tenant of requests without a token (allow_anonymous)
 VideoStatus = Literal["queued", "in_progress", "completed", "failed", "cancelled"]
 
 
 class RequestError(Exception):
     """A request the API refuses: HTTP status, machine code, message naming the field."""
 
-    def __init__(self, status: int, code: str, message: str, param: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.code, self.message, self.param = status, code, message, param
+        self.headers = headers
 
     def body(self) -> dict[str, Any]:
         """The JSON error body: {code, message, param?}."""
@@ -32,8 +44,8 @@ class RequestError(Exception):
         return out
 
 
-class CreateVideoRequest(BaseModel):
-    """POST /v1/videos: what to render."""
+class VideoRequest(BaseModel):
+    """POST /v1/videos: what to render (the HTTP body)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
 
@@ -69,32 +81,88 @@ class CreateVideoRequest(BaseModel):
     def frames(self) -> int:
         return frames_for(self.seconds, self.fps)
 
+
+class CreateVideoRequest(VideoRequest):
+    """What the Director renders: the HTTP body plus the tenant that asked (set by the Api)."""
+
+    tenant: str = Field(ANONYMOUS_TENANT, min_length=1, description="Who asked for it.")
+
     def video_id(self, model: str, engine: dict[str, Any]) -> str:
-        """Content hash of the request, the model and the engine layout: same input, same id."""
+        """Content hash of the request (tenant included), the model and the engine layout.
+
+        Same input, same id; the first hex digits are the tenant's tag (`tenant_tag`), so
+        the Api tells a tenant's own ids from others' without asking anyone.
+        """
         key = {"request": self.model_dump(), "model": model, "engine": engine}
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        return (tenant_tag(self.tenant) + digest)[:VIDEO_ID_HEX]
+
+
+def tenant_tag(tenant: str) -> str:
+    """The prefix of every video id of `tenant` (40 bits of a hash of its name)."""
+    return hashlib.sha256(f"farm-tenant:{tenant}".encode()).hexdigest()[:TENANT_TAG_HEX]
+
+
+def owns(tenant: str, video_id: str) -> bool:
+    """Whether `video_id` is one of `tenant`'s video ids (by its tenant tag)."""
+    return len(video_id) == VIDEO_ID_HEX and video_id.startswith(tenant_tag(tenant))
 
 
 class Limits(BaseModel):
-    """Deployment-wide bounds on requests (tighter than the schema's own)."""
+    """Deployment-wide bounds on requests (tighter than the schema's own).
+
+    Each violation is a 422 ``limit_exceeded`` whose param is the field and whose message
+    names the limit (``steps: 60 is over the limit max_steps=50``).
+    """
 
     max_seconds: float = 20.0
     max_steps: int = 50
     max_side: int = 1280
+    max_pixels: int = 832 * 480
+    max_prompt_bytes: int = 2000
+    max_variants: int = 100_000
 
-    def check(self, request: CreateVideoRequest) -> None:
+    def check(self, request: VideoRequest) -> None:
         """Raise a 422 RequestError naming the first field over its limit."""
-        if request.seconds > self.max_seconds:
-            raise _too_big("seconds", request.seconds, self.max_seconds)
-        if request.steps > self.max_steps:
-            raise _too_big("steps", request.steps, self.max_steps)
-        if max(request.width, request.height) > self.max_side:
-            raise _too_big("size", request.size, f"{self.max_side} px per side")
+        self.check_seconds("seconds", request.seconds)
+        self.check_steps("steps", request.steps)
+        self.check_size("size", request.width, request.height)
+        self.check_prompt("prompt", request.prompt)
+        self.check_prompt("negative_prompt", request.negative_prompt)
+
+    def check_seconds(self, param: str, seconds: float) -> None:
+        """Video length against max_seconds."""
+        if seconds > self.max_seconds:
+            raise over_limit(param, seconds, "max_seconds", self.max_seconds)
+
+    def check_steps(self, param: str, steps: int) -> None:
+        """Sampler steps against max_steps."""
+        if steps > self.max_steps:
+            raise over_limit(param, steps, "max_steps", self.max_steps)
+
+    def check_size(self, param: str, width: int, height: int) -> None:
+        """Frame size against max_side (per side) and max_pixels (width x height)."""
+        if max(width, height) > self.max_side:
+            raise over_limit(param, f"{width}x{height}", "max_side", f"{self.max_side} px")
+        if width * height > self.max_pixels:
+            raise over_limit(param, f"{width}x{height}", "max_pixels", self.max_pixels)
+
+    def check_prompt(self, param: str, text: str) -> None:
+        """Prompt length in UTF-8 bytes against max_prompt_bytes."""
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > self.max_prompt_bytes:
+            raise over_limit(param, f"{size} bytes", "max_prompt_bytes", self.max_prompt_bytes)
+
+    def check_variants(self, param: str, count: int) -> None:
+        """Variants of one campaign against max_variants."""
+        if count > self.max_variants:
+            raise over_limit(param, f"{count:,} variants", "max_variants", self.max_variants)
 
 
-def _too_big(param: str, value: Any, limit: Any) -> RequestError:
-    message = f"{param}: {value} is over the limit {limit}"
-    return RequestError(422, "invalid_request", message, param)
+def over_limit(param: str, value: Any, limit: str, bound: Any) -> RequestError:
+    """The 422 for a value over a deployment limit; the message names the limit."""
+    message = f"{param}: {value} is over the limit {limit}={bound}"
+    return RequestError(422, "limit_exceeded", message, param)
 
 
 class VideoError(BaseModel):
@@ -154,11 +222,18 @@ class FarmAppArgs(BaseModel):
     max_seconds: float = Field(20.0, gt=0)
     max_steps: int = Field(50, ge=1)
     max_side: int = Field(1280, ge=16)
+    max_pixels: int = Field(832 * 480, ge=256, description="Largest width x height.")
+    max_prompt_bytes: int = Field(2000, ge=1, description="Longest prompt, UTF-8 bytes.")
+    max_variants: int = Field(100_000, ge=1, description="Most variants per campaign.")
+    max_body_bytes: int = Field(1_000_000, ge=1, description="Largest HTTP request body.")
     tokens: dict[str, str] = Field(
         default_factory=dict, description="sha256 hex of a bearer token -> tenant name."
     )
     allow_anonymous: bool = Field(
         False, description="Serve requests without a token as tenant 'default' (local demo)."
+    )
+    prompt_policy: dict[str, PromptPolicy] = Field(
+        default_factory=dict, description="Tenant (or '*') -> blocked terms and patterns."
     )
 
     @model_validator(mode="after")
@@ -180,7 +255,12 @@ class FarmAppArgs(BaseModel):
     def limits(self) -> Limits:
         """The request bounds of this deployment."""
         return Limits(
-            max_seconds=self.max_seconds, max_steps=self.max_steps, max_side=self.max_side
+            max_seconds=self.max_seconds,
+            max_steps=self.max_steps,
+            max_side=self.max_side,
+            max_pixels=self.max_pixels,
+            max_prompt_bytes=self.max_prompt_bytes,
+            max_variants=self.max_variants,
         )
 
     @classmethod
