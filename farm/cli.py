@@ -507,5 +507,44 @@ def manifest_show(
     console.print(table)
 
 
+@app.command()
+def verify(
+    file: str = typer.Argument(..., help="MP4 to check: local path or fsspec URL."),
+    expected: str = typer.Option("", help="Variant id (16/20 hex) the mark should carry."),
+) -> None:
+    """Report whether a video carries the farm's watermark and which id it encodes.
+
+    Exit code 0: mark found (and equal to --expected, if given); 1: no mark or another id.
+    """
+    import fsspec
+
+    from farm import watermark as wm
+    from farm.media import Provenance, probe_mp4
+
+    with _errors():
+        with fsspec.open(file, "rb") as f:
+            data = f.read()
+        result = wm.verify_file(data, expected=expected or None)
+        tags = probe_mp4(data).metadata
+    tagged = None
+    with contextlib.suppress(Exception):  # a re-encoded copy has lost its tags: fine
+        tagged = Provenance.from_metadata(tags).variant_id
+    if result.found:
+        console.print(f"watermark: [green]present[/green], payload {result.payload_hex}")
+    else:
+        console.print("watermark: [red]not found[/red]")
+    console.print(
+        f"confidence {result.confidence:.1f}, "
+        f"bit accuracy estimate {result.bit_accuracy_estimate:.1%}"
+    )
+    if tagged is not None:
+        agrees = result.found and result.payload_hex == wm.payload_for(tagged)
+        console.print(f"provenance tag: variant {tagged} ({'agrees' if agrees else 'differs'})")
+    if expected:
+        console.print(f"expected {result.expected}: {'match' if result.matches else 'NO match'}")
+        raise typer.Exit(0 if result.matches else 1)
+    raise typer.Exit(0 if result.found else 1)
+
+
 def main() -> None:
     app()

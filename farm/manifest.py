@@ -62,6 +62,7 @@ from farm.manifest_io import (
     write_once,
 )
 from farm.schemas import EVENTS, STATUSES, TERMINAL
+from farm.storage import StorageUnavailable
 
 __all__ = [
     "Manifest",
@@ -247,6 +248,8 @@ class Manifest:
                     data = read_bytes(self.fs, path)
                 table = pq.read_table(pa.BufferReader(data))
                 self._parts[path] = conform(table, EVENTS, path)
+            except StorageUnavailable:
+                raise  # storage is down, the part may be fine: a partial read would lie
             except Exception as err:  # any bad part is reported, never fatal
                 self.problems.append((path, f"{type(err).__name__}: {err}"))
         return {p: self._parts[p] for p in paths if p in self._parts}

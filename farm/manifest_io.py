@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import io
 import posixpath
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -34,42 +33,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from farm import storage
 from farm.schemas import EVENTS, STATUSES, VARIANTS
 
-try:  # s3fs lets some botocore errors (connection resets, timeouts) through untranslated
-    from botocore.exceptions import BotoCoreError as _BotoError
-except ImportError:  # pragma: no cover - botocore comes with s3fs
-    _BotoError = OSError
-
 T = TypeVar("T")
-RETRY_ATTEMPTS = 4
-RETRY_DELAY_S = 0.05  # doubles each attempt: 0.05, 0.1, 0.2 s
-# Errors that say something about the file rather than the connection: never retried.
-_PERMANENT = (FileExistsError, FileNotFoundError, PermissionError, IsADirectoryError)
 
 
 class ManifestError(Exception):
     """Base of every error the manifest raises on purpose."""
 
 
-class ManifestStorageError(ManifestError):
-    """Storage kept failing after the retries."""
+class ManifestStorageError(ManifestError, storage.StorageUnavailable):
+    """Storage kept failing for the whole retry window (see farm.storage)."""
 
 
 def retry(fn: Callable[[], T], what: str) -> T:
-    """Run `fn`, retrying transient storage errors with exponential backoff."""
-    for attempt in range(RETRY_ATTEMPTS):
-        try:
-            return fn()
-        except _PERMANENT:
-            raise
-        except (OSError, _BotoError) as err:
-            if attempt == RETRY_ATTEMPTS - 1:
-                raise ManifestStorageError(
-                    f"{what}: failed after {RETRY_ATTEMPTS} attempts: {err!r}"
-                ) from err
-            time.sleep(RETRY_DELAY_S * 2**attempt)
-    raise AssertionError("unreachable")
+    """Run `fn`, retrying transient storage errors with backoff (farm.storage.retry)."""
+    return storage.retry(fn, what, error=ManifestStorageError)
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:

@@ -22,6 +22,8 @@ import numpy as np
 from PIL import Image
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from farm.storage import retry
+
 FpsLike = int | float | str | Fraction
 
 # Stores where one upload is atomic and mv is copy+delete, so the temp-name dance is skipped.
@@ -110,6 +112,9 @@ class VideoOutputs(BaseModel):
     mp4_bytes: int = Field(description="Size of the MP4 in bytes.")
     poster_bytes: int = Field(description="Size of the poster in bytes.")
     sidecar_bytes: int = Field(description="Size of the sidecar in bytes.")
+    watermark: dict[str, Any] | None = Field(
+        None, description="How the frames were watermarked and whether the file verified."
+    )
 
 
 def _as_frames(frames: Any) -> np.ndarray:
@@ -255,8 +260,16 @@ def poster_jpeg(frames: Any, index: int | None = None, quality: int = 90) -> byt
 
 
 def write_atomic(url: str, data: bytes, *, fs_kwargs: dict[str, Any] | None = None) -> None:
-    """Write `data` to `url` so readers see either the old file or the whole new one."""
+    """Write `data` to `url` so readers see either the old file or the whole new one.
+
+    Transient storage errors are retried with backoff (farm.storage.retry); a write that
+    still fails raises StorageUnavailable (an OSError), and no partial file is left.
+    """
     fs, path = fsspec.core.url_to_fs(url, **(fs_kwargs or {}))
+    retry(lambda: _write_atomic(fs, path, data), f"write {url}")
+
+
+def _write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
     if protocols & _OBJECT_STORES:
         fs.pipe_file(path, data)  # one PUT is all-or-nothing already; a "rename" would copy
@@ -284,22 +297,40 @@ def write_video_outputs(
     *,
     crf: int = 20,
     fs_kwargs: dict[str, Any] | None = None,
+    watermark: str | None = None,
 ) -> VideoOutputs:
     """Write `{stem}.mp4`, `{stem}.jpg` and `{stem}.json` under `root_url`, each atomically.
 
     The sidecar goes last: its presence marks the output complete, and its sha256 pins the
     MP4 it describes. The sidecar's width/height are the encoded (even-padded) size.
+    With `watermark` (a video id), every frame carries `farm.watermark.payload_for(id)`;
+    the encoded file is decoded and checked before anything is written, and the sidecar's
+    `watermark` section records the payload, strength, PSNR and whether it verified.
     """
     if not stem or "/" in stem:
         raise ValueError(f"stem must be a non-empty file name without '/'; got {stem!r}")
     arr = _as_frames(frames)
     rate = as_fps(fps)
-    mp4 = encode_mp4(arr, rate, crf=crf, metadata=provenance.to_metadata())
+    tags = provenance.to_metadata()
+    mark = None
+    if watermark is None:
+        mp4 = encode_mp4(arr, rate, crf=crf, metadata=tags)
+    else:
+        from farm import watermark as wm  # the detector decodes with PyAV too; load on use
+
+        payload = wm.payload_for(watermark)
+        tags["watermark"] = payload
+
+        def encode(marked: np.ndarray) -> bytes:
+            return encode_mp4(marked, rate, crf=crf, metadata=tags)
+
+        arr, mp4, mark = wm.mark_and_encode(arr, payload, encode)
     poster = poster_jpeg(arr)
     digest = sha256_bytes(mp4)
     sidecar = {
         "schema": 1,
         "provenance": provenance.model_dump(mode="json"),
+        **({"watermark": mark.as_dict()} if mark is not None else {}),
         "mp4": {"file": f"{stem}.mp4", "sha256": digest, "bytes": len(mp4)},
         "poster": {"file": f"{stem}.jpg", "sha256": sha256_bytes(poster), "bytes": len(poster)},
         "frames": int(arr.shape[0]),
@@ -320,6 +351,7 @@ def write_video_outputs(
         mp4_bytes=len(mp4),
         poster_bytes=len(poster),
         sidecar_bytes=len(side),
+        watermark=mark.as_dict() if mark is not None else None,
     )
 
 

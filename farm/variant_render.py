@@ -2,7 +2,8 @@
 
 variant row → window engine (any executor) → localized text overlay → MP4 + poster +
 provenance sidecar under `{root}/outputs/{campaign_id}/{variant_id}.*`. This is the
-Encoder stage's work; the campaign job and the Serve app call it.
+Encoder stage's work; the campaign job and the Serve app call it. Every frame carries an
+invisible watermark of the variant id, checked on the encoded file (farm.watermark).
 """
 
 from __future__ import annotations
@@ -73,4 +74,5 @@ def render_variant(
         int(row["fps"]),
         provenance,
         fs_kwargs=storage_options,
+        watermark=row["variant_id"],
     )
