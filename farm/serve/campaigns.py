@@ -37,6 +37,9 @@ from farm.settings import TENANT_NAME
 from farm.spec import CampaignSpec, SpecError, fill, load_spec
 
 CAMPAIGN_ID = re.compile(r"[0-9a-f]{16}")  # with fullmatch: "$" would let a "\n" through
+# Product ids, format names and locale codes name variants and may name files: letters,
+# digits, - and _ only (checked again here, whatever the spec's own rules let through).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 def tenant_root(root: str, tenant: str) -> str:
@@ -91,6 +94,13 @@ def check_spec(spec: CampaignSpec, limits: Limits, policy: PromptPolicy) -> None
             "output_root: not allowed over the API; outputs go under the tenant's storage",
             "output_root",
         )
+    names = [(f"products[{i}].id", p.id) for i, p in enumerate(spec.products)]
+    names += [(f"formats[{i}].name", f.name) for i, f in enumerate(spec.formats)]
+    names += [(f"locales.{code!r}", code) for code in spec.locales]
+    for field, name in names:
+        if not NAME.fullmatch(name):
+            message = f"{field}: {name!r} must be letters, digits, - and _ only"
+            raise RequestError(422, "invalid_campaign", message, field)
     count = len(spec.products) * len(spec.locales) * len(spec.formats) * len(spec.durations)
     limits.check_variants("seeds", count * spec.seeds)
     limits.check_steps("steps", spec.steps)
