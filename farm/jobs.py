@@ -12,6 +12,11 @@ Cancelling writes `{root}/campaigns/{id}/cancel.json` (exclusive create). The ru
 checks it between variants, stops dispatching, lets the variants in flight finish and
 commits `cancelled` for every variant still pending. When no job is running, the canceller
 commits those events itself.
+
+A job also stops dispatching when the campaign's failure budget is spent (the spec's
+`failure_budget`: N variants failed for good, or more than X% of those finished). The rest
+stay pending for a resume once the cause is fixed; the run record (`runs/{epoch}.json` in
+the manifest) says why it stopped, and the job exits non-zero, so Ray reports it FAILED.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from farm.engine import Executor
 from farm.manifest import Manifest, ManifestNotFound, Progress
 from farm.manifest_io import exclusive_write
 from farm.runner import RunReport, render_one
+from farm.spec import FailureBudget
+from farm.storage import retry
 
 __all__ = [
     "CampaignError",
@@ -72,11 +79,34 @@ class CampaignError(RuntimeError):
 
 @dataclass
 class JobReport(RunReport):
-    """What one campaign job did: RunReport counts plus cancellations and retries."""
+    """What one campaign job did: RunReport counts plus cancellations, retries, stop reason.
+
+    `failed` counts variants that failed for good (no attempt left, or a failure no retry
+    fixes); `interrupted` those stopped while waiting to retry, which stay pending.
+    """
 
     cancelled: int = 0
     retries: int = 0
+    interrupted: int = 0
     stopped_by_cancel: bool = False
+    stopped_by_budget: str | None = None  # why the failure budget stopped dispatch
+    epoch: int = 0  # the writer epoch of the pass
+
+    def summary(self) -> dict[str, Any]:
+        """The run record: counts and why the pass stopped (None: it ran out of work)."""
+        stopped = "failure_budget" if self.stopped_by_budget else None
+        stopped = "cancelled" if self.stopped_by_cancel else stopped
+        return {
+            "completed": self.completed,
+            "failed": self.failed,
+            "interrupted": self.interrupted,
+            "cancelled": self.cancelled,
+            "retries": self.retries,
+            "seconds": round(self.seconds, 3),
+            "stopped": stopped,
+            "reason": self.stopped_by_budget or ("campaign cancelled" if stopped else None),
+            "ended_at": datetime.now(UTC).isoformat(),
+        }
 
 
 def _sleep(seconds: float, stop: Callable[[], bool], tick: float = 0.2) -> bool:
@@ -102,6 +132,7 @@ def render_concurrently(
     on_done: Callable[[dict, str, float], None] | None = None,
     storage_options: dict | None = None,
     worker: str = "campaign-job",
+    failure_budget: FailureBudget | None = None,
     **engine: Any,
 ) -> JobReport:
     """Render the pending variants, at most `concurrency` at a time, through one executor.
@@ -112,13 +143,17 @@ def render_concurrently(
     it has had `max_attempts` attempts, except for failures no retry can fix. `cancelled()`
     is asked before each dispatch and each retry; once true, nothing new starts, the
     variants in flight finish, and every variant still pending is committed `cancelled`.
-    `on_done(row, status, seconds)` is called in this thread as each variant finishes.
+    Once `failure_budget` (default FailureBudget()) is spent, nothing new starts either,
+    and the rest stay pending. `on_done(row, status, seconds)` is called in this thread as
+    each variant finishes. The pass's run record goes to the manifest (`Manifest.runs`).
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     start = time.perf_counter()
     report = JobReport()
+    budget = failure_budget or FailureBudget()
     writer = manifest.writer(worker=worker)
+    report.epoch = writer.epoch
     lock = threading.Lock()
     halt = threading.Event()
 
@@ -151,7 +186,7 @@ def render_concurrently(
                 return "failed", time.perf_counter() - t0
             delay = min(max_backoff_s, backoff_s * 2 ** (attempt - 1))
             if _sleep(delay, stopping):
-                return "failed", time.perf_counter() - t0
+                return "interrupted", time.perf_counter() - t0
             with lock:
                 report.retries += 1
 
@@ -167,10 +202,16 @@ def render_concurrently(
                 continue
             if outcome == "completed":
                 report.completed += 1
-            else:
+            elif outcome == "failed":
                 report.failed += 1
+            else:
+                report.interrupted += 1
             if on_done:
                 on_done(rows[future], outcome, seconds)
+        spent = budget.exceeded(report.failed, report.completed + report.failed)
+        if spent and not report.stopped_by_budget and not halt.is_set():
+            report.stopped_by_budget = spent
+            halt.set()
 
     with ThreadPoolExecutor(concurrency, thread_name_prefix="variant") as pool:
         in_flight: dict[Future, dict] = {}
@@ -189,6 +230,7 @@ def render_concurrently(
     if report.stopped_by_cancel:
         report.cancelled = mark_cancelled(manifest, writer, max_attempts)
     report.seconds = time.perf_counter() - start
+    manifest.record_run(writer.epoch, {"worker": worker, **report.summary()})
     return report
 
 
@@ -251,7 +293,7 @@ def cancel_requested(root: str, cid: str) -> bool:
     """Whether `farm campaign cancel` has been run for this campaign."""
     fs, path = _cancel_path(root, cid)
     fs.invalidate_cache(posixpath.dirname(path))
-    return fs.exists(path)
+    return retry(lambda: fs.exists(path), f"stat {path}")
 
 
 @dataclass(frozen=True)
@@ -265,6 +307,7 @@ class CampaignJobStatus:
     cancel_requested: bool
     job: str | None = None  # latest submission id
     job_status: str | None = None
+    last_run: dict[str, Any] | None = None  # the latest run record: counts, why it stopped
 
 
 def campaign_status(
@@ -273,6 +316,7 @@ def campaign_status(
     """Progress of a campaign from its manifest; with `address`, its latest job too."""
     manifest = Manifest.open(root, cid)
     job = status = None
+    runs = manifest.runs()
     if address is not None:
         jobs = campaign_jobs(address, cid)
         if jobs:
@@ -285,6 +329,7 @@ def campaign_status(
         cancel_requested=cancel_requested(root, cid),
         job=job,
         job_status=status,
+        last_run=runs[-1] if runs else None,
     )
 
 

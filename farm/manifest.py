@@ -7,6 +7,7 @@ Layout under `{root}/campaigns/{campaign_id}/`:
     epochs/{epoch:06d}.json        one per writer takeover: {"epoch", "fenced_from", ...}
     events/{seq:012d}.parquet      EVENTS rows, one immutable part per commit
     snapshot-{seq:012d}.parquet    latest valid event per variant over all parts <= seq
+    runs/{epoch:06d}.json          how each writer's pass ended: counts, stop reason
 
 Invariants:
 
@@ -367,7 +368,20 @@ class Manifest:
             write_once(self.fs, path, parquet_bytes(latest))
         return seq
 
+    def runs(self) -> list[dict[str, Any]]:
+        """The run records (`record_run`), oldest epoch first; unreadable ones are skipped."""
+        out = []
+        for _, path in sorted(self._seqs(_EPOCH, "runs").items()):
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(read_bytes(self.fs, path)))
+        return out
+
     # ---- writing ------------------------------------------------------------------------
+
+    def record_run(self, epoch: int, record: dict[str, Any]) -> None:
+        """Record how epoch `epoch`'s pass ended (counts, why it stopped); once per epoch."""
+        data = json.dumps({"epoch": epoch, **record}, sort_keys=True, default=str).encode()
+        write_once(self.fs, self._path("runs", f"{epoch:06d}.json"), data)
 
     def writer(self, worker: str = "") -> ManifestWriter:
         """Take over as this campaign's writer with a new epoch, fencing every older one."""

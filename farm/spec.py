@@ -226,6 +226,41 @@ class Shot(_Model):
         return self
 
 
+class FailureBudget(_Model):
+    """When a campaign job stops dispatching because too many variants fail for good.
+
+    Render farm managers stop a job whose frames keep failing (a broken model, a full disk)
+    rather than burn the queue. A variant "fails for good" when its last attempt failed
+    and no retry is left. Counted per job run: a resume starts a fresh count.
+    """
+
+    max_failures: int | None = Field(
+        100, ge=1, description="Stop after this many variants fail for good (null: no limit)."
+    )
+    max_failure_rate: float | None = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Stop once more than this fraction of the variants finished in the run "
+        "failed for good (null: no limit); judged from `min_finished` finished variants on.",
+    )
+    min_finished: int = Field(
+        20, ge=1, description="Finished variants before `max_failure_rate` is judged."
+    )
+
+    def exceeded(self, failed: int, finished: int) -> str | None:
+        """Why the budget is spent after `failed` of `finished` variants, or None if it is not."""
+        if self.max_failures is not None and failed >= self.max_failures:
+            return f"{failed} variants failed (failure_budget.max_failures = {self.max_failures})"
+        rate = self.max_failure_rate
+        if rate is not None and finished >= self.min_finished and failed > rate * finished:
+            return (
+                f"{failed} of {finished} finished variants failed ({failed / finished:.0%} > "
+                f"failure_budget.max_failure_rate = {rate:.0%})"
+            )
+        return None
+
+
 class RenderSettings(_Model):
     """How every variant is rendered; shared by specs and by feed defaults."""
 
@@ -270,6 +305,14 @@ class CampaignSpec(RenderSettings):
     )
     output_root: NonBlank | None = Field(
         None, description="Where renders go: a local path or fsspec URL (s3://bucket/...)."
+    )
+    # Left out of the dump (and so of the campaign id) when unset; the job then uses
+    # FailureBudget() defaults.
+    failure_budget: FailureBudget | None = Field(
+        None,
+        exclude_if=lambda v: v is None,
+        description="When the campaign job stops dispatching after failures "
+        "(default: 100 variants, or over 50% once 20 have finished).",
     )
 
     @model_validator(mode="after")

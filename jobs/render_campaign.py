@@ -9,6 +9,11 @@ of A Ray actors holding the model, or the Renderer of a running Serve app. Faile
 are retried with backoff; the cancel marker stops it between variants. Running it again
 resumes: only variants the manifest still has pending are rendered. Progress goes to
 stdout, which Ray keeps as the job's logs (`farm campaign logs`).
+
+Exit status: 0 when every variant was dispatched (or the campaign was cancelled); 1 when
+the spec's failure budget stopped dispatch (Ray then reports the job FAILED, and its logs
+and the manifest's run record say why); a storage outage longer than the retry window or
+a newer writer (StaleWriter) ends it with a traceback and a non-zero status too.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import ray
 from farm import metrics
 from farm.jobs import cancel_requested, render_concurrently
 from farm.manifest import Manifest
+from farm.spec import FailureBudget
 
 
 def _executor(preset: str, actors: int, serve_app: str | None):
@@ -69,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{todo} to render, concurrency {args.concurrency}",
         flush=True,
     )
+    budget = FailureBudget.model_validate(spec.get("failure_budget") or {})
     executor = _executor(preset, args.actors, args.serve_app or None)
     done = 0
     # metrics: the manifest's counts by status (throttled) and variants left to finish
@@ -99,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             cancelled=lambda: cancel_requested(args.root, args.campaign_id),
             on_done=on_done,
             worker=f"job:{ray.get_runtime_context().get_job_id()}",
+            failure_budget=budget,
         )
     finally:
         if hasattr(executor, "close"):
@@ -112,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         f"in {time.perf_counter() - start:.1f} s",
         flush=True,
     )
+    if report.stopped_by_budget:
+        print(f"STOPPED: failure budget spent: {report.stopped_by_budget}", flush=True)
+        return 1
     return 0
 
 

@@ -374,3 +374,40 @@ def test_cancel_stops_dispatch_and_marks_the_rest(tmp_path):
     assert report.stopped_by_cancel and (report.completed, report.cancelled) == (1, 3)
     assert manifest.progress().by_status["cancelled"] == 3
     assert manifest.pending().num_rows == 0
+
+
+def test_failure_budget_stops_dispatch_and_says_why(tmp_path):
+    from farm.executors import LocalExecutor
+    from farm.jobs import campaign_status, render_concurrently
+    from farm.spec import FailureBudget
+
+    root, manifest = _local_campaign(tmp_path, "budget")
+    report = render_concurrently(
+        manifest,
+        FlakyExecutor(failures=100),
+        root,
+        concurrency=1,
+        max_attempts=1,
+        failure_budget=FailureBudget(max_failures=2),
+    )
+    # Two variants failed for good, then nothing new was dispatched: the rest wait.
+    assert (report.completed, report.failed) == (0, 2)
+    assert "failure_budget.max_failures = 2" in report.stopped_by_budget
+    assert manifest.progress().by_status["queued"] == 2
+    (run,) = manifest.runs()
+    assert run["stopped"] == "failure_budget" and run["epoch"] == report.epoch
+    assert campaign_status(root, manifest.campaign_id).last_run["reason"] == run["reason"]
+    # Fixed and resumed: the rest render, and the run record says it ran out of work.
+    report = render_concurrently(manifest, LocalExecutor("tiny"), root, max_attempts=1)
+    assert (report.completed, report.stopped_by_budget) == (2, None)
+    assert manifest.runs()[-1]["stopped"] is None
+
+
+def test_failure_budget_rate_waits_for_enough_finished_variants():
+    from farm.spec import FailureBudget
+
+    budget = FailureBudget(max_failures=None, max_failure_rate=0.25, min_finished=8)
+    assert budget.exceeded(failed=3, finished=4) is None  # too few to judge a rate
+    assert budget.exceeded(failed=2, finished=8) is None  # 25% is within the budget
+    assert "38% > failure_budget.max_failure_rate = 25%" in budget.exceeded(3, 8)
+    assert FailureBudget().exceeded(failed=10, finished=10) is None  # 10 < min_finished

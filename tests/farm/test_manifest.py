@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import posixpath
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from farm import manifest_io
+from farm import storage as farm_storage
 from farm.manifest import (
     Manifest,
     ManifestConflict,
@@ -326,7 +328,8 @@ def test_transient_storage_errors_are_retried(small: Manifest, monkeypatch) -> N
             raise ConnectionResetError("connection reset by peer")
         return real(fs, path, data)
 
-    monkeypatch.setattr(manifest_io, "RETRY_DELAY_S", 0.001)
+    monkeypatch.setattr(farm_storage, "RETRY_DELAY_S", 0.001)
+    monkeypatch.setattr(farm_storage, "RETRY_WINDOW_S", 0.0)  # give up after the minimum tries
     monkeypatch.setattr(manifest_io, "exclusive_write", flaky)
     assert w.commit(make_events(ids[:1], "completed")) == 0
     assert len(calls) == 3
@@ -337,6 +340,30 @@ def test_transient_storage_errors_are_retried(small: Manifest, monkeypatch) -> N
     monkeypatch.setattr(manifest_io, "exclusive_write", down)
     with pytest.raises(ManifestStorageError, match="failed after 4 attempts"):
         w.commit(make_events(ids[1:2], "completed"))
+
+
+def test_storage_outage_on_read_raises_instead_of_skipping_parts(
+    small: Manifest, monkeypatch
+) -> None:
+    ids = small.variants["variant_id"].to_pylist()
+    small.writer().commit(make_events(ids[:2], "completed"))
+    root = posixpath.dirname(posixpath.dirname(small.dir))
+    fresh = Manifest(small.fs, root, CAMPAIGN)  # nothing cached: every part is read
+    monkeypatch.setattr(farm_storage, "RETRY_DELAY_S", 0.001)
+    monkeypatch.setattr(farm_storage, "RETRY_WINDOW_S", 0.0)
+    fs = fs_of(fresh)
+
+    def down(*args, **kwargs):
+        raise ConnectionRefusedError("storage down")
+
+    monkeypatch.setattr(fs, "cat", down)
+    monkeypatch.setattr(fs, "cat_file", down)
+    # A part that cannot be fetched is not a bad part: reading fails loudly, it never
+    # reports a status with events missing.
+    with pytest.raises(ManifestStorageError, match="storage down"):
+        fresh.status()
+    monkeypatch.undo()
+    assert by_id(fresh.status(), "status")[ids[0]] == "completed" and fresh.problems == []
 
 
 # ---- compaction and pending -------------------------------------------------------------------
