@@ -1,0 +1,365 @@
+"""Train a preset on procedural product films (`model.data`): VAE, then latents, then DiT.
+
+    python -m model.train --preset small --out runs/small --minutes 55
+
+Three phases, each bounded by a step count and a share of the time budget:
+
+1. **vae**: the causal VAE on random crops of short clips (L1 + L2 reconstruction and a
+   small KL). At the end the latent's per-channel scale is folded into the encoder's last
+   and the decoder's first convolution, so latents have unit variance (what flow
+   matching with N(0, 1) noise expects) and the model needs no extra scale factor.
+2. **bank**: clips of the training length are encoded once into a bank of latents (the
+   VAE is frozen from here on; encoding on every DiT step would cost more than the DiT).
+3. **dit**: the text encoder and transformer by flow matching: x_t = (1 - t)·x0 + t·ε,
+   target ε - x0, t logit-normal; captions in a random language per clip, dropped to ""
+   10% of the time (for classifier-free guidance); EMA of the weights is what ships.
+
+Every random draw is seeded by (seed, phase, step), and the whole state (weights,
+optimiser, EMA, bank, loss log) is saved to `OUT/state.pt` every few minutes, so a killed
+run resumes where it stopped with the same result. The run ends by writing the EMA model
+as a checkpoint (`OUT/checkpoint`, fp16 storage) and the loss curves (`OUT/loss.png`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shlex
+import sys
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+import model
+from model.data import LANGUAGES, Clip, ClipStream, caption
+from model.sampling import sample_training_t
+from model.video import VideoModel
+
+PHASES = ("vae", "bank", "dit", "done")
+SAVE_EVERY_S = 120.0
+
+
+def _rng(seed: int, phase: str, step: int) -> np.random.Generator:
+    return np.random.default_rng([seed, PHASES.index(phase), step])
+
+
+def _gen(seed: int, phase: str, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + PHASES.index(phase) * 7919 + step)
+
+
+def _to_unit(video: np.ndarray, device) -> torch.Tensor:
+    """uint8 [B, F, H, W, 3] → float [B, 3, F, H, W] in [-1, 1]."""
+    x = torch.from_numpy(video).to(device).permute(0, 4, 1, 2, 3)  # (B, 3, F, H, W)
+    return x.float() / 127.5 - 1.0
+
+
+# --- phase 1: VAE ------------------------------------------------------------------------
+
+
+def vae_step(m: VideoModel, opt, args, step: int) -> float:
+    """One VAE step on random crops; returns the reconstruction loss."""
+    rng = _rng(args.seed, "vae", step)
+    stream = ClipStream(args.seed, frames=args.vae_frames, height=args.size, width=args.size)
+    video, _ = stream.batch(int(rng.integers(1 << 40)), args.vae_batch)
+    c = args.vae_crop
+    ys, xs = rng.integers(0, args.size - c + 1, size=(2, len(video)))
+    video = np.stack([v[:, y : y + c, x : x + c] for v, y, x in zip(video, ys, xs, strict=True)])
+    x = _to_unit(video, args.device)
+    mean, logvar = m.vae.encode_dist(x)
+    eps = torch.randn(mean.shape, generator=_gen(args.seed, "vae", step)).to(mean.device)
+    z = mean + eps * (0.5 * logvar).exp()
+    y = m.vae.decode(z)
+    recon = (y - x).abs().mean() + (y - x).pow(2).mean()
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+    loss = recon + args.kl_weight * kl
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(m.vae.parameters(), 1.0)
+    opt.step()
+    return recon.item()
+
+
+@torch.no_grad()
+def normalise_latents(m: VideoModel, args) -> list[float]:
+    """Fold the per-channel std of the latents into the VAE, so latents have unit variance.
+
+    Dividing the mean half of `enc_out` by s and multiplying the input channels of
+    `dec_in` by s leaves decode(encode(x)) unchanged (zero padding stays zero).
+    """
+    stream = ClipStream(args.seed + 1, frames=args.frames, height=args.size, width=args.size)
+    video, _ = stream.batch(0, 8)
+    z = m.vae.encode(_to_unit(video, args.device))  # (B, C, T, H, W)
+    s = z.transpose(0, 1).flatten(1).std(dim=1).clamp_min(1e-3)  # (C,)
+    C = m.latent_channels
+    m.vae.enc_out.weight[:C] /= s.view(-1, 1, 1, 1, 1)
+    m.vae.enc_out.bias[:C] /= s
+    # Keep the posterior's variance consistent with the rescaled mean.
+    m.vae.enc_out.bias[C:] -= 2 * s.log()
+    m.vae.dec_in.weight *= s.view(1, -1, 1, 1, 1)
+    return s.tolist()
+
+
+# --- phase 2: latent bank ----------------------------------------------------------------
+
+
+@torch.no_grad()
+def bank_step(m: VideoModel, args, step: int) -> tuple[torch.Tensor, list[dict]]:
+    """Encode one batch of training clips: latents (fp16, CPU) and their clips as dicts."""
+    stream = ClipStream(args.seed + 1, frames=args.frames, height=args.size, width=args.size)
+    video, clips = stream.batch(step * args.bank_batch, args.bank_batch)
+    z = m.vae.encode(_to_unit(video, args.device))
+    return z.half().cpu(), [asdict(c) for c in clips]
+
+
+# --- phase 3: DiT ------------------------------------------------------------------------
+
+
+def dit_step(m: VideoModel, opt, state: dict, args, step: int) -> float:
+    """One flow-matching step of text encoder + DiT on a batch drawn from the bank."""
+    rng = _rng(args.seed, "dit", step)
+    gen = _gen(args.seed, "dit", step)
+    bank, clips = state["bank"], state["bank_clips"]
+    idx = rng.integers(len(clips), size=args.batch)
+    x0 = bank[torch.from_numpy(idx)].float().to(args.device)  # (B, C, T, H, W)
+    prompts = []
+    for i in idx:
+        lang = LANGUAGES[rng.integers(len(LANGUAGES))]
+        text = caption(Clip(**clips[i]), lang, rng)
+        prompts.append("" if rng.random() < args.cfg_dropout else text)
+    t = sample_training_t(len(idx), gen).to(args.device)
+    noise = torch.randn(x0.shape, generator=gen).to(args.device)
+    tt = t.view(-1, 1, 1, 1, 1)
+    xt = (1 - tt) * x0 + tt * noise
+    cond = m.text.encode(prompts)
+    v = m.dit(xt, t, cond)
+    loss = F.mse_loss(v.float(), noise - x0)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(list(m.dit.parameters()) + list(m.text.parameters()), 1.0)
+    for group in opt.param_groups:
+        group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
+    opt.step()
+    return loss.item()
+
+
+@torch.no_grad()
+def ema_update(ema: dict[str, torch.Tensor], m: VideoModel, step: int, decay: float) -> None:
+    """EMA of the DiT and text-encoder weights (decay warms up over the first steps)."""
+    d = min(decay, (1 + step) / (10 + step))
+    for name, p in m.named_parameters():
+        if name in ema:
+            ema[name].lerp_(p.detach(), 1 - d)
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+def _new_state(m: VideoModel) -> dict:
+    return {
+        "phase": "vae",
+        "step": {p: 0 for p in PHASES},
+        "elapsed": {p: 0.0 for p in PHASES},
+        "log": [],
+        "bank": None,
+        "bank_clips": [],
+        "latent_scale": None,
+    }
+
+
+def _save(state: dict, m: VideoModel, opts: dict, ema: dict | None, out: Path) -> None:
+    state = dict(
+        state, model=m.state_dict(), ema=ema, opts={k: o.state_dict() for k, o in opts.items()}
+    )
+    tmp = out / "state.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(out / "state.pt")
+
+
+def _budget(args, phase: str) -> tuple[int, float]:
+    """(max steps, max seconds) of a phase."""
+    share = {"vae": args.vae_share, "bank": args.bank_share}
+    share["dit"] = 1.0 - share["vae"] - share["bank"]
+    steps = {"vae": args.vae_steps, "bank": args.bank_steps, "dit": args.dit_steps}[phase]
+    return steps, args.minutes * 60.0 * share[phase]
+
+
+def train(args: argparse.Namespace) -> Path:
+    """Run (or resume) the three phases into `args.out`; returns the checkpoint directory."""
+    torch.set_num_threads(args.threads)
+    # Tiny presets cut long captions; that is expected here, not worth a warning per step.
+    warnings.filterwarnings("ignore", message=r"prompts\[\d+\] is \d+ bytes", category=UserWarning)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = model.config.get_preset(args.preset)
+    m = model.build(cfg, zero_init=True, device=args.device).train()
+    vae_opt = torch.optim.AdamW(m.vae.parameters(), lr=args.vae_lr, betas=(0.9, 0.99))
+    dit_params = list(m.dit.parameters()) + list(m.text.parameters())
+    dit_opt = torch.optim.AdamW(dit_params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    opts = {"vae": vae_opt, "dit": dit_opt}
+    ema = None
+    if (out / "state.pt").exists():
+        state = torch.load(out / "state.pt", map_location=args.device, weights_only=False)
+        m.load_state_dict(state.pop("model"))
+        for k, o in opts.items():
+            o.load_state_dict(state["opts"][k])
+        ema = state.pop("ema")
+        state.pop("opts")
+        print(f"resumed at phase {state['phase']} step {state['step'][state['phase']]}")
+    else:
+        state = _new_state(m)
+    last_save = time.monotonic()
+    while state["phase"] != "done":
+        phase = state["phase"]
+        max_steps, max_s = _budget(args, phase)
+        if phase == "dit" and ema is None:
+            ema = {
+                n: p.detach().clone()
+                for n, p in m.named_parameters()
+                if n.startswith(("dit.", "text."))
+            }
+        losses: list[float] = []
+        while state["step"][phase] < max_steps and state["elapsed"][phase] < max_s:
+            t0 = time.monotonic()
+            step = state["step"][phase]
+            if phase == "vae":
+                losses.append(vae_step(m, vae_opt, args, step))
+            elif phase == "bank":
+                z, clips = bank_step(m, args, step)
+                state["bank"] = z if state["bank"] is None else torch.cat([state["bank"], z])
+                state["bank_clips"].extend(clips)
+            else:
+                losses.append(dit_step(m, dit_opt, state, args, step))
+                ema_update(ema, m, step, args.ema)
+            state["step"][phase] += 1
+            state["elapsed"][phase] += time.monotonic() - t0
+            if losses and (len(losses) == args.log_every or state["step"][phase] == max_steps):
+                entry = {
+                    "phase": phase,
+                    "step": state["step"][phase],
+                    "loss": float(np.mean(losses)),
+                    "elapsed_s": state["elapsed"][phase],
+                }
+                state["log"].append(entry)
+                print(json.dumps(entry), flush=True)
+                losses = []
+            if time.monotonic() - last_save > SAVE_EVERY_S:
+                _save(state, m, opts, ema, out)
+                last_save = time.monotonic()
+        if phase == "vae":
+            state["latent_scale"] = normalise_latents(m, args)
+        if phase == "bank":
+            print(f"bank: {len(state['bank_clips'])} clips", flush=True)
+        state["phase"] = PHASES[PHASES.index(phase) + 1]
+        _save(state, m, opts, ema, out)
+        last_save = time.monotonic()
+    return export(m, ema, state, args)
+
+
+def export(m: VideoModel, ema: dict | None, state: dict, args) -> Path:
+    """Write the EMA model (fp16 storage) as a checkpoint, the loss log and its plot."""
+    out = Path(args.out)
+    final = copy.deepcopy(m).eval()
+    if ema:
+        final.load_state_dict({**final.state_dict(), **ema})
+    final = final.to(dtype=torch.float16 if args.fp16 else torch.float32, device="cpu")
+    meta = {
+        "data_seed": args.seed,
+        "command": args.command,
+        "train_size": [args.frames, args.size, args.size],
+        "steps": {p: state["step"][p] for p in ("vae", "bank", "dit")},
+        "minutes": {p: round(state["elapsed"][p] / 60, 2) for p in ("vae", "bank", "dit")},
+        "bank_clips": len(state["bank_clips"]),
+        "latent_scale": state["latent_scale"],
+        "final_loss": {
+            p: next((e["loss"] for e in reversed(state["log"]) if e["phase"] == p), None)
+            for p in ("vae", "dit")
+        },
+    }
+    digest = model.save(final, str(out / "checkpoint"), meta)
+    (out / "log.json").write_text(json.dumps(state["log"], indent=1))
+    plot_losses(state["log"], out / "loss.png")
+    print(f"checkpoint {out / 'checkpoint'} sha256 {digest}")
+    return out / "checkpoint"
+
+
+def plot_losses(log: list[dict], path: Path, width: int = 900, height: int = 360) -> None:
+    """A PNG of the VAE and DiT loss curves side by side (log-scale y), drawn with PIL."""
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    panels = [p for p in ("vae", "dit") if any(e["phase"] == p for e in log)]
+    for k, phase in enumerate(panels):
+        pts = [(e["step"], e["loss"]) for e in log if e["phase"] == phase and e["loss"] > 0]
+        x0, x1 = k * width // len(panels) + 60, (k + 1) * width // len(panels) - 20
+        y0, y1 = 30, height - 40
+        draw.rectangle([x0, y0, x1, y1], outline="black")
+        title = "VAE reconstruction (L1+L2)" if phase == "vae" else "DiT flow-matching MSE"
+        draw.text((x0, 10), title, fill="black")
+        if len(pts) < 2:
+            continue
+        steps, losses = np.array(pts).T
+        ly = np.log10(losses)
+        lo, hi = ly.min(), max(ly.max(), ly.min() + 1e-6)
+        px = x0 + (steps - steps.min()) / max(np.ptp(steps), 1) * (x1 - x0)
+        py = y1 - (ly - lo) / (hi - lo) * (y1 - y0)
+        draw.line(list(zip(px.tolist(), py.tolist(), strict=True)), fill="steelblue")
+        for v, y in ((lo, y1), (hi, y0)):
+            draw.text((x0 - 55, y - 6), f"{10**v:.3g}", fill="black")
+        draw.text((x0, y1 + 5), f"step {int(steps.min())}", fill="black")
+        draw.text((x1 - 70, y1 + 5), f"step {int(steps.max())}", fill="black")
+    img.save(path)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (defaults: the shipped `small` run)."""
+    p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.split("\n")[0])
+    p.add_argument("--preset", default="small", help="model preset to train")
+    p.add_argument("--out", required=True, help="run directory (resumes if it has state.pt)")
+    p.add_argument("--minutes", type=float, default=55.0, help="wall-clock budget, all phases")
+    p.add_argument("--seed", type=int, default=0, help="data and training seed")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--size", type=int, default=64, help="training height = width (pixels)")
+    p.add_argument("--frames", type=int, default=17, help="frames of DiT training clips (4n+1)")
+    p.add_argument("--vae-share", type=float, default=0.25, help="share of time for the VAE")
+    p.add_argument("--bank-share", type=float, default=0.15, help="share of time for the bank")
+    p.add_argument("--vae-steps", type=int, default=100_000)
+    p.add_argument("--bank-steps", type=int, default=100_000, help="bank batches to encode")
+    p.add_argument("--dit-steps", type=int, default=1_000_000)
+    p.add_argument("--vae-frames", type=int, default=9)
+    p.add_argument("--vae-crop", type=int, default=32)
+    p.add_argument("--vae-batch", type=int, default=8)
+    p.add_argument("--vae-lr", type=float, default=5e-4)
+    p.add_argument("--kl-weight", type=float, default=1e-4)
+    p.add_argument("--bank-batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=24, help="DiT batch size")
+    p.add_argument("--lr", type=float, default=6e-4, help="DiT learning rate")
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--cfg-dropout", type=float, default=0.1)
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--no-fp16", dest="fp16", action="store_false", help="store fp32 weights")
+    args = p.parse_args(argv)
+    args.command = "python -m model.train " + shlex.join(argv if argv is not None else sys.argv[1:])
+    if (args.frames - 1) % 4 or (args.vae_frames - 1) % 4:
+        p.error("--frames and --vae-frames must be of the form 4n+1")
+    if args.size % 16 or args.vae_crop % 8 or args.vae_crop > args.size:
+        p.error("--size must be a multiple of 16 and --vae-crop a multiple of 8 <= size")
+    if not 0 <= args.vae_share + args.bank_share < 1:
+        p.error("--vae-share + --bank-share must be in [0, 1)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `python -m model.train`."""
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
