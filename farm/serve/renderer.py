@@ -5,6 +5,11 @@ windows over one shared latent); `@serve.batch` gathers the requests of differen
 that arrive within `batch_wait_s` and runs their window-steps in one `run_steps` call, which
 stacks same-shape windows into forwards (per-sample t, so videos at different steps mix).
 Model work runs on one thread per replica, so the event loop keeps accepting requests.
+
+Health: a replica whose model work (window-step batches, decodes) has failed
+`max_consecutive_failures` times in a row fails Serve's `check_health`, so Serve replaces it
+(a wedged GPU, a corrupted CUDA context); any success resets the count. The failed calls
+raise to their callers, whose variants are retried and land on a healthy replica.
 """
 
 from __future__ import annotations
@@ -31,7 +36,12 @@ def _steps(request: StepsRequest) -> list[WindowStep]:
     return [WindowStep(x, a, b, t, p, n, g) for a, b, t, p, n, g in zip(*fields, strict=True)]
 
 
-@serve.deployment(name="Renderer", max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
+@serve.deployment(
+    name="Renderer",
+    max_ongoing_requests=32,
+    ray_actor_options={"num_cpus": 1},
+    health_check_period_s=5,
+)
 class Renderer:
     """A model replica behind Serve: batched velocities, chunk decodes, model info, stats."""
 
@@ -44,6 +54,7 @@ class Renderer:
         batch_wait_s: float = 0.02,
         device: str = "cpu",
         threads: int | None = None,
+        max_consecutive_failures: int = 3,
     ):
         self.worker = ModelWorker(model_ref, max_batch=max_batch, device=device, threads=threads)
         self._model = ThreadPoolExecutor(1, thread_name_prefix="model")
@@ -52,9 +63,31 @@ class Renderer:
         self.videos_per_batch: list[int] = []  # requests (videos) merged per batch
         self.preset = model_ref  # the metrics' preset tag
         self._info: dict[str, str] | None = None
+        self.max_consecutive_failures = max_consecutive_failures
+        self.consecutive_failures = 0
+        self._last_failure = ""
 
     async def _on_model(self, fn, *args) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._model, fn, *args)
+
+    async def _model_work(self, fn, *args) -> Any:
+        """Model work on the model thread, counted for the health check."""
+        try:
+            result = await self._on_model(fn, *args)
+        except Exception as error:
+            self.consecutive_failures += 1
+            self._last_failure = f"{type(error).__name__}: {error}"[:500]
+            raise
+        self.consecutive_failures = 0
+        return result
+
+    def check_health(self) -> None:
+        """Serve's periodic probe: unhealthy after K model failures in a row (then replaced)."""
+        if self.consecutive_failures >= self.max_consecutive_failures:
+            raise RuntimeError(
+                f"Renderer: {self.consecutive_failures} model calls failed in a row "
+                f"(limit {self.max_consecutive_failures}); last: {self._last_failure}"
+            )
 
     async def velocities(
         self,
@@ -76,7 +109,7 @@ class Renderer:
         flat = [s for steps in per_request for s in steps]
         self.videos_per_batch.append(len(requests))
         metrics.record_batch(self.preset, len(requests), len(flat))  # metrics
-        vs = await self._on_model(self.worker.run_steps, flat)
+        vs = await self._model_work(self.worker.run_steps, flat)
         out, k = [], 0
         for steps in per_request:
             out.append([v.numpy() for v in vs[k : k + len(steps)]])
@@ -85,7 +118,7 @@ class Renderer:
 
     async def decode_chunk(self, z: np.ndarray, start: int, stop: int) -> np.ndarray:
         """uint8 frames [F, H, W, 3] of latent frames [start, stop) of z [1, C, T, H, W]."""
-        frames = await self._on_model(self.worker.decode_chunk, z, start, stop)
+        frames = await self._model_work(self.worker.decode_chunk, z, start, stop)
         return frames.numpy()
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -103,6 +136,7 @@ class Renderer:
         return {
             **self.worker.stats(),
             "pid": os.getpid(),
+            "consecutive_failures": self.consecutive_failures,
             "batch_sizes": list(self.worker.batch_sizes[-1000:]),
             "videos_per_batch": list(self.videos_per_batch[-1000:]),
         }
