@@ -21,6 +21,7 @@ import torch
 from benchmarks.common import median_time, report, table
 from farm.engine import VideoJob, render, sample_latents
 from farm.executors import LocalExecutor, RayExecutor
+from farm.halo import run_round
 from farm.quality import seam_ratio
 
 FPS, SIZE = 24, 128  # one resolution for every length: 1:1 feed format
@@ -186,6 +187,16 @@ class SleepWorker:
         rows = len(windows) * (2 if guidance != 1 else 1)
         time.sleep(self.forward_s * (len(ts) - 1) * -(-rows // self.max_batch))
         return [np.array(latent[:, a:b]) for a, b in windows]
+
+    def window_round(self, layout, g, ts, prompts, negative, guidance, *received):
+        """The real halo exchange (farm.halo) around a sleeping forward."""
+
+        def advance(xs, ts, prompts):
+            rows = len(xs) * (2 if guidance != 1 else 1)
+            time.sleep(self.forward_s * (len(ts) - 1) * -(-rows // self.max_batch))
+            return [x.copy() for x in xs]  # the Euler update of a zero velocity
+
+        return [*run_round(layout, g, ts, prompts, received, advance), g]
 
     def stats(self):
         return {}

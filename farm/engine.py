@@ -149,9 +149,11 @@ class Executor(Protocol):
         """uint8 frames [F_i, H, W, 3] of each latent chunk [start, stop) of z [1, C, T, H, W]."""
         ...
 
-    # Optional: `advance(x, plan, ts, prompts, negative, guidance) -> x` takes the Euler
-    # steps `ts` on every window where it lives and returns the fused latent (see
-    # fuse_windows); the engine uses it when present.
+    # Optional, used when present (Euler only):
+    # - `run_rounds(x, plan, rounds, prompts, negative, guidance, on_round) -> x` runs every
+    #   fusion round where the windows live, exchanging only overlaps (farm.halo);
+    # - `advance(x, plan, ts, prompts, negative, guidance) -> x` takes the Euler steps `ts`
+    #   on every window where it lives and returns the fused latent (see fuse_windows).
 
 
 StepRunner = Callable[[list[WindowStep]], list[Tensor]]
@@ -188,16 +190,15 @@ def advance_windows(
     """Cut x into windows and take Euler steps along `ts` on each one independently."""
     xs = [x[:, :, a:b] for a, b in windows]
     for t, t_next in itertools.pairwise(ts):
-        vs = window_velocities(
-            run, torch.cat(xs, dim=2), _stacked(xs), t, prompts, negative, guidance
-        )
+        ranges = stacked_ranges([w.shape[2] for w in xs])
+        vs = window_velocities(run, torch.cat(xs, dim=2), ranges, t, prompts, negative, guidance)
         xs = [euler_step(xw, v, t, t_next) for xw, v in zip(xs, vs, strict=True)]
     return xs
 
 
-def _stacked(xs: list[Tensor]) -> list[tuple[int, int]]:
-    """Ranges of the windows xs laid end to end along time (once they evolve apart)."""
-    bounds = list(itertools.accumulate((w.shape[2] for w in xs), initial=0))
+def stacked_ranges(lengths: list[int]) -> list[tuple[int, int]]:
+    """Ranges of windows of these lengths laid end to end along time (once they evolve apart)."""
+    bounds = list(itertools.accumulate(lengths, initial=0))
     return list(itertools.pairwise(bounds))
 
 
@@ -274,8 +275,10 @@ def sample_latents(
 
     Euler steps run where the windows are (`executor.advance`): because the weights sum to
     1, x + dt·Σ w_i v_i = Σ w_i (x_i + dt·v_i), so replicas return advanced windows and the
-    driver only blends. Heun needs the blended velocity itself, so it goes through
-    `executor.velocities` and the sampler.
+    driver only blends. An executor with `run_rounds` keeps the latent sharded on its
+    replicas for the whole video and exchanges only window overlaps (farm.halo); the
+    callback then gets None for the latent, which lives there. Heun needs the blended
+    velocity itself, so it goes through `executor.velocities` and the sampler.
     """
     shape = (1, *executor.latent_shape(job.frames, job.height, job.width))
     x = noise(shape, job.seed)  # drawn once for the whole video: identical on any layout
@@ -292,13 +295,27 @@ def sample_latents(
 
         return SAMPLERS[job.sampler](velocity, x, ts, callback=callback)
 
+    rounds = [
+        ts[a : min(a + job.sync_every, job.steps) + 1].tolist()
+        for a in range(0, job.steps, job.sync_every)
+    ]
+    run_rounds = getattr(executor, "run_rounds", None)
+    if run_rounds is not None:  # the latent stays sharded on the replicas (farm.halo)
+
+        def on_round(r: int) -> None:
+            if callback is not None:
+                last = min((r + 1) * job.sync_every, job.steps)
+                callback(last - 1, None, ts[last].expand(1))
+
+        return run_rounds(x, plan, rounds, *guide, on_round=on_round)
+
     advance = getattr(executor, "advance", None) or (
         lambda *a: fuse_windows(executor.velocities, *a)
     )
-    for first in range(0, job.steps, job.sync_every):
-        last = min(first + job.sync_every, job.steps)
-        x = advance(x, plan, ts[first : last + 1].tolist(), *guide)  # k steps, one fusion
+    for r, round_ts in enumerate(rounds):
+        x = advance(x, plan, round_ts, *guide)  # sync_every steps, one fusion
         if callback is not None:
+            last = min((r + 1) * job.sync_every, job.steps)
             callback(last - 1, x, ts[last].expand(1))
     return x
 

@@ -16,10 +16,12 @@ import logging
 
 import numpy as np
 import ray
+import torch
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from torch import Tensor
 
 from farm.engine import Blender, WindowStep, blend
+from farm.halo import HaloLayout
 from farm.worker import ModelWorker, as_tensor
 
 log = logging.getLogger(__name__)
@@ -150,6 +152,93 @@ class RayExecutor:
 
         self._run(calls, on_result=arrived)
         return blender.result()
+
+    def run_rounds(self, x, plan, rounds, prompts, negative, guidance, on_round=None) -> Tensor:
+        """Every fusion round of one video with the latent sharded over the pool (farm.halo).
+
+        Groups of consecutive windows are pinned to actors in contiguous blocks, so most
+        overlaps stay on one replica; only the frames neighbouring groups share travel,
+        replica to replica through the object store. The driver ships the noise once,
+        then only wires the references of one round into the next, `lookahead` rounds
+        ahead, and checks each round by a small token. A task whose actor died fails
+        along with those that consumed its outputs; each is sent again, in round order,
+        with the same inputs, so the video comes out the same.
+        """
+        layout = HaloLayout.make(plan, self._per_call(guidance))
+        n = len(layout.groups)
+        layout_ref = ray.put(layout)
+        noise_ref = self._put(x[0])
+        schedule = [list(ts) for ts in rounds] + [[]]  # the last entry: the final fusion
+        outs: dict[int, list[list]] = {}  # round → per group: refs [*to peers, token]
+        self.halo_bytes = getattr(self, "halo_bytes", 0)
+        frame_bytes = x[0, :, 0].numel() * x.element_size()
+
+        def submit(r: int, g: int) -> None:
+            if r == 0:
+                received = [noise_ref]
+            else:
+                received = [outs[r - 1][h][layout.peers[h].index(g)] for h in layout.peers[g]]
+            actor = self.actors[g * len(self.actors) // n]
+            call = actor.window_round.options(
+                num_returns=(len(layout.peers[g]) if schedule[r] else 1) + 1
+            )
+            prompts_g = [prompts[j] for j in layout.groups[g]]
+            outs.setdefault(r, [None] * n)[g] = call.remote(
+                layout_ref, g, schedule[r], prompts_g, negative, guidance, *received
+            )
+
+        def submit_round(r: int) -> None:
+            for g in range(n):
+                submit(r, g)
+            if schedule[r]:  # count what crosses between replicas
+                for g in range(n):
+                    for h in layout.peers[g]:
+                        if self._owner(g, n) != self._owner(h, n):
+                            self.halo_bytes += layout.exchanged_frames(g, h) * frame_bytes
+
+        lookahead = 2
+        for r in range(min(lookahead, len(schedule))):
+            submit_round(r)
+        resends = 0
+        for r in range(len(schedule)):
+            g = 0
+            while g < n:  # confirm round r group by group; resend what failed
+                try:
+                    ray.get(outs[r][g][-1])
+                    g += 1
+                except _DEATH as e:
+                    if self._replace_dead(e, self.actors[self._owner(g, n)]):
+                        resends += 1  # a replica died (not just an input lost with it)
+                        if resends > self.max_resends:
+                            raise RuntimeError(f"replicas died {resends} times; last: {e}") from e
+                    self.resent += 1
+                    log.warning("round %d group %d lost its actor or an input; resending", r, g)
+                    submit(r, g)
+            outs.pop(r - 1, None)  # inputs of a confirmed round are no longer needed
+            if r + lookahead < len(schedule):
+                submit_round(r + lookahead)
+            if schedule[r] and on_round is not None:
+                on_round(r)
+        parts = ray.get([refs[0] for refs in outs[len(schedule) - 1]])
+        self.bytes_received += sum(p.nbytes for p in parts)
+        return torch.from_numpy(np.concatenate(parts, axis=1))[None]
+
+    def _owner(self, g: int, n: int) -> int:
+        return g * len(self.actors) // n
+
+    def _replace_dead(self, error: Exception, suspect) -> bool:
+        """Replace the actor the error names (else `suspect`, the one that ran the task).
+
+        False when that actor was replaced already: the task lost an input, not its actor.
+        """
+        dead = getattr(error, "actor_id", None)
+        for i, actor in enumerate(self.actors):
+            if actor._actor_id.hex() == dead or (dead is None and actor is suspect):
+                if dead is None:
+                    ray.kill(actor)  # unknown state: make sure it does no more work
+                self.actors[i] = self._spawn()
+                return True
+        return False
 
     def decode_chunks(self, z: Tensor, chunks: list[tuple[int, int]]) -> list[Tensor]:
         z_ref = self._put(z)  # one copy in the object store, read by every actor

@@ -19,6 +19,7 @@ from torch import Tensor
 
 import model
 from farm.engine import WindowStep, advance_windows
+from farm.halo import HaloLayout, run_round, window_advancer
 from model.text import TextCond
 
 
@@ -148,6 +149,24 @@ class ModelWorker:
         """advance on a latent array [C, T, H, W] (for Ray actors)."""
         x = as_tensor(latent)[None]
         return [w[0].numpy() for w in self.advance(x, windows, ts, prompts, negative, guidance)]
+
+    def window_round(
+        self,
+        layout: HaloLayout,
+        g: int,
+        ts: list[float],
+        prompts: list[str],
+        negative: str,
+        guidance: float,
+        *received,
+    ) -> list:
+        """One halo-exchange task (see farm.halo.run_round), then a token that it ran here.
+
+        The token is small, so whoever waits on a round can check it without fetching
+        the latents.
+        """
+        advance = window_advancer(self.run_steps, negative, guidance)
+        return [*run_round(layout, g, ts, prompts, received, advance), g]
 
     def decode_chunk(self, z: Tensor | np.ndarray, start: int, stop: int) -> Tensor:
         """uint8 frames [F, H, W, 3] of latent frames [start, stop) of z [1, C, T, H, W]."""
