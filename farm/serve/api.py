@@ -38,6 +38,7 @@ from starlette.exceptions import HTTPException
 from farm.policy import PolicyViolation, PromptPolicy, policy_for
 from farm.serve import campaigns
 from farm.serve.auth import Auth, authenticate, deployment
+from farm.serve.dashboard import router as dashboard_router
 from farm.serve.director import videos_dir
 from farm.serve.schemas import CreateVideoRequest, Limits, RequestError, VideoRequest, owns
 
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 # Routes must be added before `serve.ingress(app)` below, which freezes a copy of the app.
 app = FastAPI(title="video farm", version="1", dependencies=[Depends(authenticate)])
 Tenant = Depends(authenticate)  # FastAPI runs it once per request however often it is named
+app.include_router(dashboard_router)  # /dashboard: the campaign page (farm.serve.dashboard)
 _ID = re.compile(r"[0-9a-f]{32}")  # with fullmatch: "$" would let a "\n" through
 _CONTENT = {"video": ("mp4", "video/mp4"), "thumbnail": ("jpg", "image/jpeg")}
 
