@@ -170,36 +170,56 @@ def batching() -> tuple[str, dict]:
 
 
 class SleepWorker:
-    """Stands in for a GPU replica: each forward is a calibrated sleep, outputs are zeros."""
+    """Stands in for a GPU replica: each forward is a calibrated sleep, outputs are zeros.
+
+    Everything around the forward is real: the halo exchange's gather/scatter, the object
+    store traffic. Its CPU time (sleep excluded) is counted, as the replica-side cost.
+    """
 
     def __init__(self, model_ref: str, *, max_batch: int = 2, forward_s: float = 0.2, **_):
         self.max_batch, self.forward_s = max_batch, forward_s
+        self.cpu_s, self.windows = 0.0, 0
 
     def latent_shape(self, frames, height, width):
         return (16, (frames - 1) // 4 + 1, height // 8, width // 8)
 
+    def _forward(self, windows: int, guided: bool, steps: int = 1) -> None:
+        rows = windows * (2 if guided else 1)  # a guided step is two rows of a forward
+        time.sleep(self.forward_s * steps * -(-rows // self.max_batch))
+
     def run_arrays(self, latent, starts, stops, ts, prompts, negatives, guidances):
-        rows = len(starts) + sum(g != 1 for g in guidances)  # a guided step is two rows
-        time.sleep(self.forward_s * -(-rows // self.max_batch))
+        self._forward(len(starts), any(g != 1 for g in guidances))
         return [np.zeros_like(latent[:, a:b]) for a, b in zip(starts, stops, strict=True)]
 
     def advance_arrays(self, latent, windows, ts, prompts, negative, guidance):
-        rows = len(windows) * (2 if guidance != 1 else 1)
-        time.sleep(self.forward_s * (len(ts) - 1) * -(-rows // self.max_batch))
-        return [np.array(latent[:, a:b]) for a, b in windows]
+        c0 = time.process_time()
+        self._forward(len(windows), guidance != 1, len(ts) - 1)
+        out = [np.array(latent[:, a:b]) for a, b in windows]
+        self.cpu_s += time.process_time() - c0
+        self.windows += len(windows)
+        return out
 
     def window_round(self, layout, g, ts, prompts, negative, guidance, *received):
         """The real halo exchange (farm.halo) around a sleeping forward."""
+        c0 = time.process_time()
 
         def advance(xs, ts, prompts):
-            rows = len(xs) * (2 if guidance != 1 else 1)
-            time.sleep(self.forward_s * (len(ts) - 1) * -(-rows // self.max_batch))
+            self._forward(len(xs), guidance != 1, len(ts) - 1)
             return [x.copy() for x in xs]  # the Euler update of a zero velocity
 
-        return [*run_round(layout, g, ts, prompts, received, advance), g]
+        out = [*run_round(layout, g, ts, prompts, received, advance), g]
+        self.cpu_s += time.process_time() - c0
+        self.windows += len(layout.groups[g]) if ts else 0
+        return out
 
     def stats(self):
-        return {}
+        return {"cpu_s": self.cpu_s, "windows": self.windows}
+
+
+class DriverFusion(RayExecutor):
+    """The previous design, for comparison: the driver ships the latent and blends each step."""
+
+    run_rounds = None
 
 
 def calibrated_forward_s(mfu: float = 0.4, peak_flops: float = 989e12) -> float:
@@ -212,18 +232,21 @@ def calibrated_forward_s(mfu: float = 0.4, peak_flops: float = 989e12) -> float:
     return 2 * flops.total / (mfu * peak_flops)
 
 
-def scaling(actor_counts=(1, 2, 4, 8, 16, 32), forward_s: float = 0.2) -> tuple[str, dict]:
+def scaling(
+    actor_counts=(1, 2, 4, 8, 16, 32), forward_s: float = 0.2, steps: int = 8
+) -> tuple[str, dict]:
     job = VideoJob(
         prompt="a long product film",
         frames=4 * (60 * FPS // 4) + 1,
         height=480,
         width=832,
-        steps=2,
+        steps=steps,
         guidance=4.0,
         window=16,
         overlap=4,
     )
     windows = len(job.plan().windows)
+    most = actor_counts[-1]
     ray.init(address="local", num_cpus=64, include_dashboard=False, log_to_driver=False)
     rows, data, base = [], [], None
     try:
@@ -231,40 +254,56 @@ def scaling(actor_counts=(1, 2, 4, 8, 16, 32), forward_s: float = 0.2) -> tuple[
         sample_latents(warm, job.model_copy(update={"steps": 1}))  # untimed: Ray's prestart
         warm.close()
         time.sleep(5)
-        runs = [(n, 1) for n in actor_counts] + [(actor_counts[-1], job.steps)]
-        for n, sync in runs:
-            ex = RayExecutor(
+        runs = [(n, 1, RayExecutor) for n in actor_counts]
+        runs += [(most, 1, DriverFusion), (most, 2, RayExecutor)]
+        for n, sync, cls in runs:
+            ex = cls(
                 "sim", num_actors=n, num_cpus=0.05, max_batch=2, threads=None, worker=SleepWorker
             )
             ray.get([a.__ray_ready__.remote() for a in ex.actors])  # actors up before timing
             for a in ex.actors:
                 a.__ray_call__.remote(lambda w, f=forward_s: setattr(w, "forward_s", f))
+            cpu0 = time.process_time()
             start = time.perf_counter()
             sample_latents(ex, job.model_copy(update={"sync_every": sync}))
             wall = time.perf_counter() - start
+            driver_cpu = time.process_time() - cpu0
+            stats = ex.stats()
             ex.close()
             base = base or wall
             eff = base / (n * wall)
             ideal = job.steps * -(-windows // n) * forward_s  # whole rounds of forwards
-            moved = (ex.bytes_sent + ex.bytes_received) / job.steps
+            replica_ms = 1e3 * sum(s["cpu_s"] for s in stats) / sum(s["windows"] for s in stats)
+            through_driver = (ex.bytes_sent + ex.bytes_received) / job.steps
+            between = getattr(ex, "halo_bytes", 0) / job.steps
+            label = f"{n}" + (", sync_every=2" if sync > 1 else "")
+            label += ", driver fusion" if cls is DriverFusion else ""
             rows.append(
                 [
-                    n if sync == 1 else f"{n}, sync_every={sync}",
+                    label,
                     f"{wall:.2f}",
                     f"{base / wall:.1f}x",
                     f"{100 * eff:.0f}%",
                     f"{(wall - ideal) / job.steps:.2f}",
-                    f"{moved / 2**20:.0f}",
+                    f"{driver_cpu / job.steps:.2f}",
+                    f"{replica_ms:.0f}",
+                    f"{through_driver / 2**20:.0f}",
+                    f"{between / 2**20:.0f}",
                 ]
             )
             data.append(
                 {
                     "actors": n,
                     "sync_every": sync,
+                    "path": "driver fusion" if cls is DriverFusion else "halo",
                     "wall_s": wall,
                     "efficiency": eff,
-                    "bytes_per_step": moved,
+                    "driver_cpu_s_per_step": driver_cpu / job.steps,
+                    "replica_cpu_ms_per_window_round": replica_ms,
+                    "bytes_through_driver_per_step": through_driver,
+                    "bytes_between_replicas_per_step": between,
                     "forward_s": forward_s,
+                    "steps": job.steps,
                 }
             )
     finally:
@@ -273,16 +312,22 @@ def scaling(actor_counts=(1, 2, 4, 8, 16, 32), forward_s: float = 0.2) -> tuple[
         f"### Scaling by simulation: 60 s video, 480x832, {windows} windows, CFG, "
         f"{job.steps} steps, forward = {forward_s * 1e3:.0f} ms sleep\n\n"
         f"{windows} guided window-steps per step, each one forward holding both CFG "
-        f"branches; ideal efficiency at 32 actors is {windows / (32 * -(-windows // 32)):.0%} "
-        "(whole rounds of forwards). Driver s / step = wall time beyond the ideal rounds.\n\n"
+        f"branches; ideal efficiency at {most} actors is "
+        f"{windows / (most * -(-windows // most)):.0%} (whole rounds of forwards). "
+        "Overhead s / step = wall time beyond the ideal rounds. Replica CPU = the work "
+        "around each simulated forward (halo gather/scatter, object store), per window "
+        "and round; all actors and the driver share this machine's 2 cores.\n\n"
         + table(
             [
                 "actors",
                 "wall s",
                 "speed-up",
                 "parallel efficiency",
-                "driver s / step",
-                "MiB moved / step",
+                "overhead s / step",
+                "driver CPU s / step",
+                "replica CPU ms / window-round",
+                "MiB via driver / step",
+                "MiB replica↔replica / step",
             ],
             rows,
         )
@@ -317,9 +362,9 @@ def sync_every() -> tuple[str, dict]:
         ex = RayExecutor("tiny", num_actors=2, max_batch=8)
         for k in (1, 4):
             j = job.model_copy(update={"sync_every": k})
-            ex.bytes_sent = ex.bytes_received = 0
+            ex.bytes_sent = ex.bytes_received = ex.halo_bytes = 0
             wall = median_time(lambda j=j: sample_latents(ex, j), repeats=3)
-            moved = (ex.bytes_sent + ex.bytes_received) / 4  # 1 warmup + 3 repeats
+            moved = (ex.bytes_sent + ex.bytes_received + ex.halo_bytes) / 4  # 1 warmup + 3
             fn_ex = FunctionExecutor(temporal_gaussian(0.95))
             z = sample_latents(fn_ex, j.model_copy(update={"guidance": 1.0}))
             seam = seam_ratio(z[0].permute(1, 2, 3, 0), j.plan().handovers)

@@ -84,6 +84,7 @@ class RayExecutor:
         self.resent = 0  # batches sent again after their actor died
         self.bytes_sent = 0  # tensor bytes shipped to actors (window latents, prompts aside)
         self.bytes_received = 0
+        self.halo_bytes = 0  # overlap frames sent replica to replica (halo exchange)
         self._shapes: dict[tuple, tuple] = {}
 
     def _spawn(self):
@@ -170,7 +171,6 @@ class RayExecutor:
         noise_ref = self._put(x[0])
         schedule = [list(ts) for ts in rounds] + [[]]  # the last entry: the final fusion
         outs: dict[int, list[list]] = {}  # round → per group: refs [*to peers, token]
-        self.halo_bytes = getattr(self, "halo_bytes", 0)
         frame_bytes = x[0, :, 0].numel() * x.element_size()
 
         def submit(r: int, g: int) -> None:
