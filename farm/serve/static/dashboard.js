@@ -282,7 +282,8 @@
       { class: "heading" },
       el("h1", { text: variants.name }),
       el("span", { class: "muted mono", text: progress.id }),
-      el("span", { class: pending ? "badge live" : "badge", id: "state", text: pending ? "running" : "finished" }),
+      // Nothing queued or rendering: finished, unless failed variants still have attempts left.
+      el("span", { class: pending ? "badge live" : "badge", id: "state", text: pending ? "running" : progress.eta_s === 0 ? "finished" : "stopped" }),
     );
     // Keep the thumbnail grid (and its loaded images) while the set of variants is the same.
     const key = variants.completed.map((v) => v.variant_id).join(",");
