@@ -103,6 +103,8 @@ def test_campaigns_over_http(tmp_path):
 
 
 def test_farm_serve_takes_its_settings_from_the_environment(tmp_path):
+    import hashlib
+    import json
     import os
     import signal
     import subprocess
@@ -116,7 +118,9 @@ def test_farm_serve_takes_its_settings_from_the_environment(tmp_path):
         "FARM_MODEL": "tiny",
         "FARM_STORAGE_ROOT": str(tmp_path / "farm-data"),
         "FARM_RENDERER_MAX_BATCH": "4",
+        "FARM_TOKENS": json.dumps({hashlib.sha256(b"demo-token").hexdigest(): "acme"}),
     }
+    auth = {"Authorization": "Bearer demo-token"}
     farm_bin = str(Path(sys.executable).parent / "farm")
     cmd = [farm_bin, "serve", "--dashboard-port", str(free_port()), "--api-port", str(api_port)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -133,11 +137,13 @@ def test_farm_serve_takes_its_settings_from_the_environment(tmp_path):
             assert time.monotonic() < deadline, "farm serve did not come up"
             time.sleep(1)
         body = {"prompt": "a cup", "seconds": 0.5, "size": "64x32", "fps": 8, "steps": 2}
-        video = requests.post(f"{url}/v1/videos", json=body, timeout=30).json()
+        assert requests.post(f"{url}/v1/videos", json=body, timeout=30).status_code == 401
+        video = requests.post(f"{url}/v1/videos", json=body, headers=auth, timeout=30).json()
         while video["status"] not in ("completed", "failed"):
             assert time.monotonic() < deadline + 120, video
             time.sleep(0.5)
-            video = requests.get(f"{url}/v1/videos/{video['id']}", timeout=30).json()
+            video = requests.get(f"{url}/v1/videos/{video['id']}", headers=auth, timeout=30)
+            video = video.json()
         assert video["status"] == "completed" and video["model"] == "tiny"
         assert (tmp_path / "farm-data" / "videos" / f"{video['id']}.mp4").exists()
     finally:
