@@ -189,3 +189,22 @@ def test_body_over_the_limit_is_413_before_parsing(api: AsgiClient):
     # Even unauthenticated: the size is refused before anything else is looked at.
     r = api.post("/v1/videos", body=big, headers={"authorization": "Bearer nope"})
     assert r.status == 413
+
+
+def test_the_app_takes_limits_tokens_and_policy_from_settings():
+    from farm.serve.schemas import FarmAppArgs
+    from farm.settings import Settings
+
+    settings = Settings(
+        tokens={hash_token("t"): "acme"},
+        max_pixels=4096,
+        max_prompt_bytes=99,
+        max_variants=7,
+        max_body_bytes=1234,
+        prompt_policy={"*": {"blocked_terms": ["x"]}},
+    )
+    args = FarmAppArgs.from_settings(settings)
+    assert args.tokens == {hash_token("t"): "acme"} and args.allow_anonymous is False
+    limits = args.limits()
+    assert (limits.max_pixels, limits.max_prompt_bytes, limits.max_variants) == (4096, 99, 7)
+    assert args.max_body_bytes == 1234 and args.prompt_policy["*"].violation("an x") is not None
