@@ -211,6 +211,8 @@ def train(args: argparse.Namespace) -> Path:
             o.load_state_dict(state["opts"][k])
         ema = state.pop("ema")
         state.pop("opts")
+        if state["phase"] == "done" and state["step"]["dit"] < args.dit_steps:
+            state["phase"] = "dit"  # asked for more DiT steps than the run made: go on
         print(f"resumed at phase {state['phase']} step {state['step'][state['phase']]}")
     else:
         state = _new_state(m)
