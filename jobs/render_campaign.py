@@ -30,8 +30,12 @@ from farm.manifest import Manifest
 from farm.spec import FailureBudget
 
 
-def _executor(preset: str, actors: int, serve_app: str | None):
-    """The Serve app's Renderer if asked for and reachable, else a RayExecutor pool."""
+def _executor(preset: str, actors: int, serve_app: str | None, priority: int = 0):
+    """The Serve app's Renderer if asked for and reachable, else a RayExecutor pool.
+
+    On a Renderer the campaign's work is bulk: interactive requests go first, and among
+    campaigns the higher `priority` does.
+    """
     if serve_app:
         try:
             from ray import serve
@@ -40,7 +44,7 @@ def _executor(preset: str, actors: int, serve_app: str | None):
 
             handle = serve.get_deployment_handle("Renderer", serve_app)
             print(f"rendering on Serve app {serve_app!r}", flush=True)
-            return ServeExecutor(handle)
+            return ServeExecutor(handle, interactive=False, priority=priority)
         except Exception as error:  # no such app, Serve not running: fall back to actors
             print(f"Serve app {serve_app!r} unavailable ({error}); using actors", flush=True)
     from farm.executors import RayExecutor
@@ -76,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     budget = FailureBudget.model_validate(spec.get("failure_budget") or {})
-    executor = _executor(preset, args.actors, args.serve_app or None)
+    priority = int(spec.get("priority") or 0)
+    executor = _executor(preset, args.actors, args.serve_app or None, priority)
     done = 0
     # metrics: the manifest's counts by status (throttled) and variants left to finish
     progress = metrics.CampaignProgressReporter(manifest)

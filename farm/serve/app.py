@@ -61,6 +61,7 @@ def build_app(args: FarmAppArgs) -> Application:
         batch_wait_s=args.renderer_batch_wait_s,
         device="cuda" if args.renderer_num_gpus > 0 else "cpu",
         threads=args.renderer_threads,
+        bulk_batch_videos=args.bulk_batch_videos,
     )
     director = Director.options(ray_actor_options={"num_cpus": args.director_num_cpus}).bind(
         renderer,

@@ -28,8 +28,18 @@ _FIELDS = ("start", "stop", "t", "prompt", "negative_prompt", "guidance")
 class ServeExecutor:
     """Runs window-steps and decodes on a Renderer deployment, resending on replica death."""
 
-    def __init__(self, renderer: Any, *, max_resends: int = 8, timeout_s: float | None = 3600):
+    def __init__(
+        self,
+        renderer: Any,
+        *,
+        interactive: bool = True,
+        priority: int = 0,
+        max_resends: int = 8,
+        timeout_s: float | None = 3600,
+    ):
         self.renderer = renderer  # DeploymentHandle of a Renderer
+        # Interactive (a user waits) or a campaign's bulk work, and that campaign's priority.
+        self.lane = {"interactive": interactive, "priority": priority}
         self.max_resends = max_resends
         self.timeout_s = timeout_s
         self.resent = 0  # calls sent again after their replica died
@@ -59,7 +69,7 @@ class ServeExecutor:
         for idx in groups.values():
             latent = steps[idx[0]].latent.detach().contiguous().numpy()
             fields = tuple([getattr(steps[i], f) for i in idx] for f in _FIELDS)
-            calls.append(("velocities", (latent, *fields)))
+            calls.append(("velocities", (latent, *fields), self.lane))
         out: list = [None] * len(steps)
         for idx, vs in zip(groups.values(), self._run(calls), strict=True):
             for i, v in zip(idx, vs, strict=True):
@@ -69,11 +79,11 @@ class ServeExecutor:
     def decode_chunks(self, z: Tensor, chunks: list[tuple[int, int]]) -> list[Tensor]:
         """uint8 frames of each latent chunk, decoded in parallel over the pool."""
         array = z.detach().contiguous().numpy()
-        results = self._run([("decode_chunk", (array, a, b)) for a, b in chunks])
+        results = self._run([("decode_chunk", (array, a, b), self.lane) for a, b in chunks])
         return [as_tensor(np.asarray(f)) for f in results]
 
-    def _run(self, calls: list[tuple[str, tuple]]) -> list:
-        """Send every (method, args) call at once, wait for all; resend those whose replica died."""
+    def _run(self, calls: list[tuple]) -> list:
+        """Send every (method, args[, kwargs]) call at once, wait for all; resend on death."""
         responses = {i: self._send(*call) for i, call in enumerate(calls)}
         results: list = [None] * len(calls)
         resends = 0
@@ -91,5 +101,5 @@ class ServeExecutor:
                 responses[i] = self._send(*calls[i])
         return results
 
-    def _send(self, method: str, args: tuple):
-        return getattr(self.renderer, method).remote(*args)
+    def _send(self, method: str, args: tuple, kwargs: dict | None = None):
+        return getattr(self.renderer, method).remote(*args, **(kwargs or {}))

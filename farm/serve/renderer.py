@@ -6,6 +6,11 @@ that arrive within `batch_wait_s` and runs their window-steps in one `run_steps`
 stacks same-shape windows into forwards (per-sample t, so videos at different steps mix).
 Model work runs on one thread per replica, so the event loop keeps accepting requests.
 
+Fairness: interactive requests (a user waiting on /v1/videos) and campaign requests form
+separate batches; the model thread takes waiting interactive work first, then campaigns by
+priority (`farm.serve.gate`), and campaign batches are capped at `bulk_batch_videos` so the
+one a user may have to wait behind stays short.
+
 Health: a replica whose model work (window-step batches, decodes) has failed
 `max_consecutive_failures` times in a row fails Serve's `check_health`, so Serve replaces it
 (a wedged GPU, a corrupted CUDA context); any success resets the count. The failed calls
@@ -14,9 +19,7 @@ raise to their callers, whose variants are retried and land on a healthy replica
 
 from __future__ import annotations
 
-import asyncio
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,7 @@ from ray import serve
 
 from farm import metrics
 from farm.engine import WindowStep
+from farm.serve.gate import PriorityGate, work_key
 from farm.worker import ModelWorker, as_tensor
 
 # (latent [C, T, H, W], starts, stops, ts, prompts, negatives, guidances): one video's step
@@ -55,11 +59,15 @@ class Renderer:
         device: str = "cpu",
         threads: int | None = None,
         max_consecutive_failures: int = 3,
+        bulk_batch_videos: int | None = None,
     ):
         self.worker = ModelWorker(model_ref, max_batch=max_batch, device=device, threads=threads)
-        self._model = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self._gate = PriorityGate()  # interactive work first, then campaigns by priority
         self._batch.set_max_batch_size(batch_videos)
         self._batch.set_batch_wait_timeout_s(batch_wait_s)
+        # Campaign batches stay short, so an interactive step never waits long behind one.
+        self._bulk_batch.set_max_batch_size(bulk_batch_videos or batch_videos)
+        self._bulk_batch.set_batch_wait_timeout_s(batch_wait_s)
         self.videos_per_batch: list[int] = []  # requests (videos) merged per batch
         self.preset = model_ref  # the metrics' preset tag
         self._info: dict[str, str] | None = None
@@ -67,13 +75,13 @@ class Renderer:
         self.consecutive_failures = 0
         self._last_failure = ""
 
-    async def _on_model(self, fn, *args) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._model, fn, *args)
+    async def _on_model(self, fn, *args, key: tuple = work_key(True)) -> Any:
+        return await self._gate.run(key, fn, *args)
 
-    async def _model_work(self, fn, *args) -> Any:
-        """Model work on the model thread, counted for the health check."""
+    async def _model_work(self, fn, *args, key: tuple = work_key(True)) -> Any:
+        """Model work on the model thread (by priority), counted for the health check."""
         try:
-            result = await self._on_model(fn, *args)
+            result = await self._on_model(fn, *args, key=key)
         except Exception as error:
             self.consecutive_failures += 1
             self._last_failure = f"{type(error).__name__}: {error}"[:500]
@@ -98,27 +106,50 @@ class Renderer:
         prompts: list[str],
         negatives: list[str],
         guidances: list[float],
+        interactive: bool = True,
+        priority: int = 0,
     ) -> list[np.ndarray]:
-        """Guided velocity [C, T_w, H, W] of each window latent[:, start:stop] of one video."""
-        return await self._batch((latent, starts, stops, ts, prompts, negatives, guidances))
+        """Guided velocity [C, T_w, H, W] of each window latent[:, start:stop] of one video.
+
+        Interactive requests (a user waiting on /v1/videos) and campaign requests batch
+        separately; on the model thread interactive batches go first, then campaigns by
+        `priority` (see farm.serve.gate).
+        """
+        request = (latent, starts, stops, ts, prompts, negatives, guidances)
+        if interactive:
+            return await self._batch(request)
+        return await self._bulk_batch((request, priority))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def _batch(self, requests: list[StepsRequest]) -> list[list[np.ndarray]]:
+        """Interactive videos' window-steps, run through the worker together."""
+        return await self._run_batch(requests, work_key(True))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def _bulk_batch(self, requests: list[tuple[StepsRequest, int]]) -> list:
+        """Campaign videos' window-steps; the batch runs at its best campaign's priority."""
+        key = work_key(False, max(priority for _, priority in requests))
+        return await self._run_batch([r for r, _ in requests], key)
+
+    async def _run_batch(self, requests: list[StepsRequest], key: tuple) -> list:
         """Window-steps of many videos' requests, run through the worker together."""
         per_request = [_steps(r) for r in requests]
         flat = [s for steps in per_request for s in steps]
         self.videos_per_batch.append(len(requests))
         metrics.record_batch(self.preset, len(requests), len(flat))  # metrics
-        vs = await self._model_work(self.worker.run_steps, flat)
+        vs = await self._model_work(self.worker.run_steps, flat, key=key)
         out, k = [], 0
         for steps in per_request:
             out.append([v.numpy() for v in vs[k : k + len(steps)]])
             k += len(steps)
         return out
 
-    async def decode_chunk(self, z: np.ndarray, start: int, stop: int) -> np.ndarray:
+    async def decode_chunk(
+        self, z: np.ndarray, start: int, stop: int, interactive: bool = True, priority: int = 0
+    ) -> np.ndarray:
         """uint8 frames [F, H, W, 3] of latent frames [start, stop) of z [1, C, T, H, W]."""
-        frames = await self._model_work(self.worker.decode_chunk, z, start, stop)
+        key = work_key(interactive, priority)
+        frames = await self._model_work(self.worker.decode_chunk, z, start, stop, key=key)
         return frames.numpy()
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -139,4 +170,5 @@ class Renderer:
             "consecutive_failures": self.consecutive_failures,
             "batch_sizes": list(self.worker.batch_sizes[-1000:]),
             "videos_per_batch": list(self.videos_per_batch[-1000:]),
+            "served_keys": [list(k) for k in self._gate.served[-1000:]],
         }

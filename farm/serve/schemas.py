@@ -207,6 +207,13 @@ class FarmAppArgs(BaseModel):
     renderer_max_batch: int = Field(8, ge=1, description="Rows per model forward.")
     renderer_batch_videos: int = Field(8, ge=1, description="Videos' requests per batch.")
     renderer_batch_wait_s: float = Field(0.02, ge=0, description="Wait for a batch to fill.")
+    interactive_headroom: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="Share of a Renderer batch campaign work leaves to interactive requests: "
+        "campaign batches hold at most (1 - headroom) x renderer_batch_videos videos.",
+    )
     renderer_max_ongoing_requests: int = Field(32, ge=1)
     director_num_cpus: float = Field(1.0, ge=0)
     director_max_videos: int = Field(8, ge=1, description="Videos rendering at once.")
@@ -262,6 +269,11 @@ class FarmAppArgs(BaseModel):
             max_prompt_bytes=self.max_prompt_bytes,
             max_variants=self.max_variants,
         )
+
+    @property
+    def bulk_batch_videos(self) -> int:
+        """Most campaign videos' requests in one Renderer batch (the headroom left free)."""
+        return max(1, int(self.renderer_batch_videos * (1 - self.interactive_headroom)))
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> FarmAppArgs:
