@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -33,11 +34,13 @@ class PriorityGate:
         self._waiting: list[tuple[tuple, int, asyncio.Future]] = []
         self._seq = itertools.count()
         self._busy = False
-        self.served: list[tuple] = []  # keys in the order they ran (last 1000), for tests
+        # (key, enqueued, started) monotonic seconds, in the order calls ran (last 1000)
+        self.served: list[tuple[tuple, float, float]] = []
 
     async def run(self, key: tuple, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)` on the model thread once every better-keyed waiter has run."""
         loop = asyncio.get_running_loop()
+        enqueued = time.monotonic()
         if self._busy:
             turn = loop.create_future()
             heapq.heappush(self._waiting, (key, next(self._seq), turn))
@@ -48,7 +51,7 @@ class PriorityGate:
                     self._hand_over()  # we were given the thread as we were cancelled
                 raise
         self._busy = True
-        self.served = [*self.served[-999:], key]
+        self.served = [*self.served[-999:], (key, enqueued, time.monotonic())]
         try:
             return await loop.run_in_executor(self._pool, fn, *args)
         finally:

@@ -170,5 +170,5 @@ class Renderer:
             "consecutive_failures": self.consecutive_failures,
             "batch_sizes": list(self.worker.batch_sizes[-1000:]),
             "videos_per_batch": list(self.videos_per_batch[-1000:]),
-            "served_keys": [list(k) for k in self._gate.served[-1000:]],
+            "served": [[*key, enq, start] for key, enq, start in self._gate.served],
         }

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 import requests
@@ -113,6 +114,36 @@ def test_two_videos_in_flight_share_forwards(farm: Farm):
     new_batches = after["videos_per_batch"][len(before["videos_per_batch"]) :]
     assert max(new_batches) >= 2, new_batches
     assert max(new_forwards) >= 2, new_forwards
+
+
+def test_interactive_steps_go_ahead_of_a_campaign_backlog(farm: Farm):
+    """A user's step waits for at most the campaign batch running, never the backlog."""
+    handle = serve.get_deployment_handle("Renderer", app_name="farm")
+    latent = np.random.default_rng(0).standard_normal((4, 8, 16, 16), dtype=np.float32)
+    windows = ([0, 4], [4, 8])  # two guided windows per request
+
+    def step(prompt: str, **lane):
+        return handle.velocities.remote(
+            latent, *windows, [0.5] * 2, [prompt] * 2, [""] * 2, [4.0] * 2, **lane
+        )
+
+    before = len(_renderer_stats()["served"])
+    # A campaign's backlog: 48 requests = 8 bulk batches (6 videos each at 25% headroom).
+    bulk = [step(f"campaign video {i}", interactive=False, priority=0) for i in range(48)]
+    time.sleep(0.3)
+    user = step("a user's video", interactive=True)
+    user.result(timeout_s=120)
+    for r in bulk:
+        r.result(timeout_s=300)
+    served = _renderer_stats()["served"][before:]
+    (mine,) = [s for s in served if s[0] == 0]  # [lane, -priority, enqueued, started]
+    bulk_batches = [s for s in served if s[0] == 1]
+    # Every bulk request was sent before the user's: the batches that started after it
+    # are backlog it overtook (queued in the bulk lane's batcher while it went ahead).
+    overtaken = [b for b in bulk_batches if b[3] > mine[3]]
+    cut_in = [b for b in bulk_batches if mine[2] < b[3] < mine[3]]
+    assert len(overtaken) >= 2, served
+    assert not cut_in, served  # no campaign batch started while the user's step waited
 
 
 def test_cancel(farm: Farm):
