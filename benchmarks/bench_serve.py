@@ -1,15 +1,20 @@
-"""Serve benchmarks: farm overhead, cross-video batching on vs off, cold start from zero.
+"""Serve benchmarks: farm overhead, cross-video batching, interactive latency under a
+campaign, cold start from zero.
 
-    python -m benchmarks.bench_serve
+    python -m benchmarks.bench_serve [MODEL ...]     # default: small tiny
 
-Everything runs on one local Ray with the `tiny` model, so the numbers are about the
-farm's own costs (routing, batching, encoding), not the model.
+Everything runs on one local Ray. With `small` (the farm's default model) the numbers say
+what a user sees; with `tiny` (millisecond forwards) they isolate the farm's own costs
+(routing, batching, encoding).
 """
 
 from __future__ import annotations
 
 import socket
+import statistics
+import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,6 +28,7 @@ from farm.executors import LocalExecutor
 from farm.media import Provenance, write_video_outputs
 from farm.render_local import frames_for
 from farm.serve.app import build_app
+from farm.serve.executor import ServeExecutor
 from farm.serve.schemas import FarmAppArgs
 
 VIDEO = {"seconds": 1.0, "size": "128x64", "fps": 16, "steps": 4, "guidance": 3.0}
@@ -45,7 +51,7 @@ def _through_serve(url: str, n: int, parallel: int, run: str) -> float:
     def one(i: int) -> None:
         video = requests.post(f"{url}/v1/videos", json=_request(i, run), timeout=60).json()
         while video["status"] not in ("completed", "failed", "cancelled"):
-            time.sleep(0.05)
+            time.sleep(0.02)
             video = requests.get(f"{url}/v1/videos/{video['id']}", timeout=60).json()
         assert video["status"] == "completed", video
 
@@ -55,22 +61,27 @@ def _through_serve(url: str, n: int, parallel: int, run: str) -> float:
     return time.perf_counter() - start
 
 
-def _in_process(n: int, root: str) -> float:
-    """The same videos through the engine in this process, written the same way."""
-    ex = LocalExecutor("tiny")
+def _job(i: int, run: str) -> VideoJob:
     width, height = (int(v) for v in VIDEO["size"].split("x"))
+    return VideoJob(
+        prompt=_request(i, run)["prompt"],
+        frames=frames_for(VIDEO["seconds"], 16),
+        height=height,
+        width=width,
+        fps=16,
+        steps=VIDEO["steps"],
+        guidance=VIDEO["guidance"],
+        seed=i,
+    )
+
+
+def _in_process(model: str, n: int, root: str) -> float:
+    """The same videos through the engine in this process, written the same way."""
+    ex = LocalExecutor(model)
+    render(ex, _job(0, "warmup"))
     start = time.perf_counter()
     for i in range(n):
-        job = VideoJob(
-            prompt=_request(i, "local")["prompt"],
-            frames=frames_for(VIDEO["seconds"], 16),
-            height=height,
-            width=width,
-            fps=16,
-            steps=VIDEO["steps"],
-            guidance=VIDEO["guidance"],
-            seed=i,
-        )
+        job = _job(i, "local")
         frames = render(ex, job)
         info = ex.model_info()
         prov = Provenance(
@@ -85,35 +96,82 @@ def _in_process(n: int, root: str) -> float:
     return time.perf_counter() - start
 
 
-def _deploy(name: str, root: str, **kw) -> str:
+def _latency(url: str, run: str, repeats: int = 3) -> float:
+    """Median seconds from create to completed of one video at a time."""
+    return statistics.median(_through_serve(url, 1, 1, f"{run}-{k}") for k in range(repeats))
+
+
+def _campaign_load(app: str, videos: int, interactive: bool):
+    """Like a campaign job: `videos` variants in flight on the Renderer, until stopped."""
+    ex = ServeExecutor(serve.get_deployment_handle("Renderer", app), interactive=interactive)
+    stop = threading.Event()
+    done = [0]
+
+    def loop(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            render(ex, _job(1000 * k + i, f"campaign-{interactive}"))
+            done[0] += 1
+            i += 1
+
+    threads = [threading.Thread(target=loop, args=(k,), daemon=True) for k in range(videos)]
+    for t in threads:
+        t.start()
+
+    def finish() -> int:
+        stop.set()
+        for t in threads:
+            t.join()
+        return done[0]
+
+    return finish
+
+
+def _deploy(name: str, root: str, model: str = "tiny", **kw) -> str:
     args = FarmAppArgs(
-        model="tiny", storage_root=root, renderer_threads=1, director_num_cpus=0, **kw
+        model=model,
+        storage_root=root,
+        renderer_threads=1,
+        director_num_cpus=0,
+        allow_anonymous=True,
+        **kw,
     )
     serve.run(build_app(args), name=name, route_prefix=f"/{name}")
     return name
 
 
-def main() -> None:
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+def bench(model: str) -> tuple[str, dict]:
     port = _port()
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     base = f"http://127.0.0.1:{port}"
     n = 8
-    data: dict = {}
+    load = 4  # campaign variants in flight during the latency runs
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            local_s = _in_process(n, f"{tmp}/local")
-            _deploy("on", f"{tmp}/on", renderer_batch_wait_s=0.05)
+            local_s = _in_process(model, n, f"{tmp}/local")
+            _deploy("on", f"{tmp}/on", model, renderer_batch_wait_s=0.05)
             _through_serve(f"{base}/on", 1, 1, "warmup")  # warm: model loaded, kernels ready
             serial_s = _through_serve(f"{base}/on", n, 1, "serial")
             batched_s = _through_serve(f"{base}/on", n, n, "batched")
-            _deploy("off", f"{tmp}/off", renderer_batch_videos=1, renderer_batch_wait_s=0.0)
+            idle_s = _latency(f"{base}/on", "idle")
+            finish = _campaign_load("on", load, interactive=False)
+            time.sleep(2)  # the campaign fills the pool
+            fair_s = _latency(f"{base}/on", "fair")
+            fair_done = finish()
+            finish = _campaign_load("on", load, interactive=True)
+            time.sleep(2)
+            same_lane_s = _latency(f"{base}/on", "same-lane")
+            same_lane_done = finish()
+            serve.delete("on")
+            _deploy("off", f"{tmp}/off", model, renderer_batch_videos=1, renderer_batch_wait_s=0)
             _through_serve(f"{base}/off", 1, 1, "warmup-off")
             unbatched_s = _through_serve(f"{base}/off", n, n, "unbatched")
             serve.delete("off")
             _deploy(
                 "zero",
                 f"{tmp}/zero",
+                model,
                 renderer_min_replicas=0,
                 renderer_max_replicas=1,
                 renderer_initial_replicas=0,
@@ -125,17 +183,22 @@ def main() -> None:
         serve.shutdown()
         ray.shutdown()
     data = {
+        "model": model,
         "videos": n,
         "in_process_s": local_s,
         "serve_serial_s": serial_s,
         "serve_parallel_batched_s": batched_s,
         "serve_parallel_unbatched_s": unbatched_s,
+        "latency_idle_s": idle_s,
+        "latency_under_campaign_s": fair_s,
+        "latency_under_campaign_one_lane_s": same_lane_s,
+        "campaign_videos_during_latency_runs": [fair_done, same_lane_done],
         "cold_start_s": cold_s,
         "warm_s": warm_s,
     }
+    video = f"{VIDEO['size']}, {VIDEO['seconds']} s at 16 fps, {VIDEO['steps']} steps, CFG"
     text = (
-        f"### Farm overhead and batching ({n} videos, {VIDEO['size']}, "
-        f"{VIDEO['seconds']} s at 16 fps, {VIDEO['steps']} steps, CFG; `tiny`)\n\n"
+        f"#### Farm overhead and batching (`{model}`: {n} videos, {video})\n\n"
         + table(
             ["path", "wall s", "vs in-process"],
             [
@@ -159,14 +222,44 @@ def main() -> None:
         )
         + f"\n\nBatching on vs off with {n} videos in flight: "
         f"{unbatched_s / batched_s:.2f}x the throughput.\n\n"
-        "### Cold start from zero Renderer replicas\n\n"
+        f"#### Interactive latency while a campaign runs (`{model}`, {load} campaign "
+        "variants in flight)\n\n"
+        + table(
+            ["one /v1/videos request", "median s", "vs idle"],
+            [
+                ["idle farm", f"{idle_s:.2f}", "1.00x"],
+                [
+                    "campaign running (bulk lane: users go first)",
+                    f"{fair_s:.2f}",
+                    f"{fair_s / idle_s:.2f}x",
+                ],
+                [
+                    "campaign running in the users' lane (no priority)",
+                    f"{same_lane_s:.2f}",
+                    f"{same_lane_s / idle_s:.2f}x",
+                ],
+            ],
+        )
+        + "\n\n#### Cold start from zero Renderer replicas\n\n"
         + table(
             ["first video (replica starts, model loads)", "next video (warm)", "cold - warm"],
             [[f"{cold_s:.2f} s", f"{warm_s:.2f} s", f"{cold_s - warm_s:.2f} s"]],
         )
     )
-    report("serve", text, data)
+    return text, data
+
+
+def main(models: list[str]) -> None:
+    texts, data = [], {}
+    for model in models:
+        text, data[model] = bench(model)
+        texts.append(text)
+    report(
+        "serve",
+        "### Serve: overhead, batching, fairness, cold start\n\n" + "\n\n".join(texts),
+        data,
+    )
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or ["small", "tiny"])

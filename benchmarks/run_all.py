@@ -14,7 +14,7 @@ def main() -> None:
     bench_model.main()
     bench_campaign.main()
     bench_manifest.main([])
-    bench_serve.main()
+    bench_serve.main(["small", "tiny"])
     bench_windows.main([])
     bench_watermark.main()
 

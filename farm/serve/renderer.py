@@ -8,8 +8,9 @@ Model work runs on one thread per replica, so the event loop keeps accepting req
 
 Fairness: interactive requests (a user waiting on /v1/videos) and campaign requests form
 separate batches; the model thread takes waiting interactive work first, then campaigns by
-priority (`farm.serve.gate`), and campaign batches are capped at `bulk_batch_videos` so the
-one a user may have to wait behind stays short.
+priority (`farm.serve.gate`). A campaign batch goes to the model thread one forward
+(`max_batch` rows) at a time, so a user's step waits behind one forward at most, and
+campaign batches hold at most `bulk_batch_videos` videos.
 
 Health: a replica whose model work (window-step batches, decodes) has failed
 `max_consecutive_failures` times in a row fails Serve's `check_health`, so Serve replaces it
@@ -38,6 +39,20 @@ def _steps(request: StepsRequest) -> list[WindowStep]:
     latent, *fields = request
     x = as_tensor(latent)
     return [WindowStep(x, a, b, t, p, n, g) for a, b, t, p, n, g in zip(*fields, strict=True)]
+
+
+def _forwards(steps: list[WindowStep], rows: int) -> list[list[WindowStep]]:
+    """Consecutive runs of window-steps that fill at most `rows` rows of a forward each."""
+    parts: list[list[WindowStep]] = [[]]
+    used = 0
+    for s in steps:
+        need = 2 if s.guidance != 1 else 1  # a guided step is two rows
+        if parts[-1] and used + need > rows:
+            parts.append([])
+            used = 0
+        parts[-1].append(s)
+        used += need
+    return parts
 
 
 @serve.deployment(
@@ -137,7 +152,12 @@ class Renderer:
         flat = [s for steps in per_request for s in steps]
         self.videos_per_batch.append(len(requests))
         metrics.record_batch(self.preset, len(requests), len(flat))  # metrics
-        vs = await self._model_work(self.worker.run_steps, flat, key=key)
+        if key == work_key(True):
+            vs = await self._model_work(self.worker.run_steps, flat, key=key)
+        else:  # one forward's worth at a time, so interactive work can go in between
+            vs = []
+            for part in _forwards(flat, self.worker.max_batch):
+                vs += await self._model_work(self.worker.run_steps, part, key=key)
         out, k = [], 0
         for steps in per_request:
             out.append([v.numpy() for v in vs[k : k + len(steps)]])
