@@ -4,10 +4,12 @@
 
 Three phases, each bounded by a step count and a share of the time budget:
 
-1. **vae**: the causal VAE on random crops of short clips (L1 + L2 reconstruction and a
-   small KL). At the end the latent's per-channel scale is folded into the encoder's last
-   and the decoder's first convolution, so latents have unit variance (what flow
-   matching with N(0, 1) noise expects) and the model needs no extra scale factor.
+1. **vae**: the causal VAE, started as a block-average autoencoder (`pool_init`: a usable
+   VAE at step 0, so a busy CPU still ends with one) and fine-tuned on random crops of
+   short clips (L1 + L2 reconstruction and a small KL). At the end the latent's
+   per-channel scale is folded into the encoder's last and the decoder's first
+   convolution, so latents have unit variance (what flow matching with N(0, 1) noise
+   expects) and the model needs no extra scale factor.
 2. **bank**: clips of the training length are encoded once into a bank of latents (the
    VAE is frozen from here on; encoding on every DiT step would cost more than the DiT).
 3. **dit**: the text encoder and transformer by flow matching: x_t = (1 - t)·x0 + t·ε,
@@ -84,6 +86,70 @@ def vae_step(m: VideoModel, opt, args, step: int) -> float:
     torch.nn.utils.clip_grad_norm_(m.vae.parameters(), 1.0)
     opt.step()
     return recon.item()
+
+
+@torch.no_grad()
+def pool_init(vae: torch.nn.Module) -> None:
+    """Set the VAE to a block-average autoencoder, a good start for fine-tuning on a budget.
+
+    Encoder: RGB rides in channels 0-2 (every residual branch is zeroed to the identity),
+    each strided conv averages its 2x2 spatial block and keeps the newest frame, so latent
+    channels 0-2 are the mean colour of each 8x8 block at frames 0, 4, 8, ... Decoder:
+    nearest-neighbour upsampling in space and time. The RMS norm before each end conv is
+    made nearly linear by many constant channels (its RMS barely moves) and an offset that
+    keeps SiLU in its linear range.
+    """
+    OFFSET, CONST = 4.0, 20.0
+
+    def zero(conv):
+        conv.weight.zero_()
+        conv.bias.zero_()
+
+    def centre(conv, pairs, gain=1.0):
+        kt, kh, kw = conv.kernel_size
+        for o, i in pairs:
+            conv.weight[o, i, kt - 1, kh // 2, kw // 2] = gain
+
+    for m in vae.modules():
+        if isinstance(m, torch.nn.Conv3d):
+            zero(m)
+        if hasattr(m, "gain"):
+            m.gain.fill_(1.0)
+    c0, c3 = vae.config.vae_channels[0], vae.config.vae_channels[3]
+    rgb = [(c, c) for c in range(3)]
+    centre(vae.enc_in, rgb)
+    vae.enc_in.bias[3] = 1.0  # a constant channel, carried to the norm
+    strided = [m for m in vae.encoder if type(m).__name__ == "CausalConv3d"]
+    for conv in strided:
+        kt = conv.kernel_size[0]
+        for c in range(4):
+            for kh in (1, 2):
+                for kw in (1, 2):
+                    conv.weight[c, c, kt - 1, kh, kw] = 0.25
+    # Last strided conv: RGB + offset, and constants in every spare channel for the norm.
+    last = strided[-1]
+    last.weight[3:] = 0
+    last.bias[:3] = OFFSET
+    last.bias[3:] = CONST
+    rms = ((3 * OFFSET**2 + (c3 - 3) * CONST**2) / c3) ** 0.5
+    vae.enc_norm.gain[:3] = 2 * rms  # -> 2·(x + OFFSET), where SiLU is ~linear
+    centre(vae.enc_out, rgb, 0.5)
+    vae.enc_out.bias[:3] = -OFFSET
+    vae.enc_out.bias[vae.latent_channels :] = -10.0  # small posterior variance
+    centre(vae.dec_in, rgb)
+    vae.dec_in.bias[:3] = OFFSET
+    vae.dec_in.bias[3:c0] = CONST
+    for m in vae.decoder:
+        if type(m).__name__ == "Upsample":
+            n = m.c_out
+            copies = [(c, c) for c in range(c0)]
+            if m.temporal:
+                copies += [(n + c, c) for c in range(c0)]
+            centre(m.conv, copies)
+    rms = ((3 * OFFSET**2 + (c0 - 3) * CONST**2) / c0) ** 0.5
+    vae.dec_norm.gain[:3] = 2 * rms
+    centre(vae.dec_out, rgb, 0.5)
+    vae.dec_out.bias[:] = -OFFSET
 
 
 @torch.no_grad()
@@ -216,6 +282,8 @@ def train(args: argparse.Namespace) -> Path:
         print(f"resumed at phase {state['phase']} step {state['step'][state['phase']]}")
     else:
         state = _new_state(m)
+        if args.vae_init == "pool":
+            pool_init(m.vae)
     last_save = time.monotonic()
     while state["phase"] != "done":
         phase = state["phase"]
@@ -326,23 +394,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=55.0, help="wall-clock budget, all phases")
     p.add_argument("--seed", type=int, default=0, help="data and training seed")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 on a busy CPU)")
     p.add_argument("--size", type=int, default=64, help="training height = width (pixels)")
     p.add_argument("--frames", type=int, default=17, help="frames of DiT training clips (4n+1)")
-    p.add_argument("--vae-share", type=float, default=0.25, help="share of time for the VAE")
+    p.add_argument("--vae-share", type=float, default=0.0, help="share of time for the VAE")
     p.add_argument("--bank-share", type=float, default=0.15, help="share of time for the bank")
-    p.add_argument("--vae-steps", type=int, default=100_000)
+    p.add_argument("--vae-steps", type=int, default=0, help="VAE steps (0: keep the init)")
     p.add_argument("--bank-steps", type=int, default=100_000, help="bank batches to encode")
     p.add_argument("--dit-steps", type=int, default=1_000_000)
     p.add_argument("--vae-frames", type=int, default=9)
     p.add_argument("--vae-crop", type=int, default=32)
     p.add_argument("--vae-batch", type=int, default=8)
-    p.add_argument("--vae-lr", type=float, default=5e-4)
+    p.add_argument(
+        "--vae-init",
+        choices=("pool", "random"),
+        default="pool",
+        help="start the VAE as a block-average autoencoder, or from random init",
+    )
+    p.add_argument("--vae-lr", type=float, default=3e-4)
     p.add_argument("--kl-weight", type=float, default=1e-4)
     p.add_argument("--bank-batch", type=int, default=8)
     p.add_argument("--batch", type=int, default=24, help="DiT batch size")
-    p.add_argument("--lr", type=float, default=6e-4, help="DiT learning rate")
-    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--lr", type=float, default=8e-4, help="DiT learning rate")
+    p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--cfg-dropout", type=float, default=0.1)
     p.add_argument("--log-every", type=int, default=20)
