@@ -115,7 +115,8 @@ def demo(
         console.print(
             f"done in {time.perf_counter() - start:.0f} s. Files: "
             f"{root}/outputs/{campaign_id(spec)}/  Ray dashboard: {urls.dashboard_url}  "
-            f"API: {urls.api_url}/docs (both stop with this command)"
+            f"Campaign page: {urls.api_url}/dashboard/campaigns/{cid}  "
+            f"API: {urls.api_url}/docs (all stop with this command)"
         )
     finally:
         farm.__exit__(None, None, None)
@@ -145,8 +146,8 @@ def serve_farm(
             args=args,
         ) as farm:
             console.print(
-                f"farm up: API {farm.api_url}/docs  Ray dashboard {farm.dashboard_url}  "
-                "(Ctrl-C stops both)"
+                f"farm up: API {farm.api_url}/docs  campaign pages {farm.api_url}/dashboard  "
+                f"Ray dashboard {farm.dashboard_url}  (Ctrl-C stops them)"
             )
             while True:  # until Ctrl-C (also during start-up: the farm shuts down cleanly)
                 time.sleep(3600)
