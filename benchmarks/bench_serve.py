@@ -50,9 +50,8 @@ def _through_serve(url: str, n: int, parallel: int, run: str) -> float:
 
     def one(i: int) -> None:
         video = requests.post(f"{url}/v1/videos", json=_request(i, run), timeout=60).json()
-        while video["status"] not in ("completed", "failed", "cancelled"):
-            time.sleep(0.02)
-            video = requests.get(f"{url}/v1/videos/{video['id']}", timeout=60).json()
+        while video["status"] not in ("completed", "failed", "cancelled"):  # long poll
+            video = requests.get(f"{url}/v1/videos/{video['id']}?wait=30", timeout=60).json()
         assert video["status"] == "completed", video
 
     start = time.perf_counter()

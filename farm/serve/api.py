@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import fsspec
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -189,9 +189,20 @@ class Api:
         return await self.director.create.remote(request.model_dump())
 
     @app.get("/v1/videos/{video_id}")
-    async def get(self, video_id: str, tenant: str = Tenant) -> dict[str, Any]:
+    async def get(
+        self,
+        video_id: str,
+        wait: float = Query(
+            0,
+            ge=0,
+            le=60,
+            description="Long poll: answer as soon as the video finishes, or after this "
+            "many seconds (0 = at once).",
+        ),
+        tenant: str = Tenant,
+    ) -> dict[str, Any]:
         """A video's status, progress and error."""
-        return await self._status(video_id, tenant)
+        return await self._status(video_id, tenant, wait)
 
     @app.delete("/v1/videos/{video_id}")
     async def cancel(self, video_id: str, tenant: str = Tenant) -> dict[str, Any]:
@@ -277,10 +288,10 @@ class Api:
     def _mine(video_id: str, tenant: str) -> bool:
         return bool(_ID.fullmatch(video_id)) and owns(tenant, video_id)
 
-    async def _status(self, video_id: str, tenant: str) -> dict[str, Any]:
+    async def _status(self, video_id: str, tenant: str, wait: float = 0) -> dict[str, Any]:
         if not self._mine(video_id, tenant):
             raise _not_found(video_id)
-        video = await self.director.status.remote(video_id)
+        video = await self.director.status.remote(video_id, wait)
         if video is None:
             raise _not_found(video_id)
         return video

@@ -51,6 +51,7 @@ class _Video:
     cancel: threading.Event = field(default_factory=threading.Event)
     task: asyncio.Task | None = None
     started: bool = False
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # set once terminal
 
 
 @serve.deployment(name="Director", max_ongoing_requests=1000, ray_actor_options={"num_cpus": 1})
@@ -87,15 +88,25 @@ class Director:
         self.videos[video_id] = video
         if await asyncio.to_thread(self._stored, video_id):
             video.status, video.progress, video.completed_at = "completed", 1.0, time.time()
+            video.finished.set()
         else:
             video.task = asyncio.create_task(self._run(video))
         metrics.record_unfinished(metrics.ADHOC, (v.status for v in self.videos.values()))
         return self._view(video)
 
-    async def status(self, video_id: str) -> dict[str, Any] | None:
-        """The video's state, or None when this app has never seen it."""
+    async def status(self, video_id: str, wait_s: float = 0) -> dict[str, Any] | None:
+        """The video's state, or None when this app has never seen it.
+
+        With `wait_s` > 0 an unfinished video's answer waits until it finishes or
+        `wait_s` passes (a long poll: one request instead of many).
+        """
         video = self.videos.get(video_id)
-        return None if video is None else self._view(video)
+        if video is None:
+            return None
+        if wait_s > 0 and video.status in ("queued", "in_progress"):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(video.finished.wait(), wait_s)
+        return self._view(video)
 
     async def cancel(self, video_id: str) -> dict[str, Any] | None:
         """Stop a queued or rendering video; finished ones are left as they are."""
@@ -105,6 +116,7 @@ class Director:
         if video.status in ("queued", "in_progress"):
             video.cancel.set()
             video.status = "cancelled"
+            video.finished.set()
             if video.task is not None and not video.started:
                 video.task.cancel()
         return self._view(video)
@@ -156,6 +168,7 @@ class Director:
                     if not video.cancel.is_set():
                         video.status, video.progress = "completed", 1.0
                         video.completed_at = time.time()
+                video.finished.set()
                 # metrics: render time, frames or failure; videos not yet finished
                 seconds = time.perf_counter() - t0
                 metrics.record_video(video.status, self.model, video.request, seconds)

@@ -119,7 +119,7 @@ def test_two_videos_in_flight_share_forwards(farm: Farm):
 def test_interactive_steps_go_ahead_of_a_campaign_backlog(farm: Farm):
     """A user's step waits for at most the campaign batch running, never the backlog."""
     handle = serve.get_deployment_handle("Renderer", app_name="farm")
-    latent = np.random.default_rng(0).standard_normal((4, 8, 16, 16), dtype=np.float32)
+    latent = np.random.default_rng(0).standard_normal((4, 8, 32, 32), dtype=np.float32)
     windows = ([0, 4], [4, 8])  # two guided windows per request
 
     def step(prompt: str, **lane):
@@ -128,8 +128,8 @@ def test_interactive_steps_go_ahead_of_a_campaign_backlog(farm: Farm):
         )
 
     before = len(_renderer_stats()["served"])
-    # A campaign's backlog: 48 requests = 8 bulk batches (6 videos each at 25% headroom).
-    bulk = [step(f"campaign video {i}", interactive=False, priority=0) for i in range(48)]
+    # A campaign's backlog: 24 requests = 4 bulk batches (6 videos each at 25% headroom).
+    bulk = [step(f"campaign video {i}", interactive=False, priority=0) for i in range(24)]
     time.sleep(0.3)
     user = step("a user's video", interactive=True)
     user.result(timeout_s=120)
@@ -144,6 +144,16 @@ def test_interactive_steps_go_ahead_of_a_campaign_backlog(farm: Farm):
     cut_in = [b for b in bulk_batches if mine[2] < b[3] < mine[3]]
     assert len(overtaken) >= 2, served
     assert not cut_in, served  # no campaign batch started while the user's step waited
+
+
+def test_long_poll_answers_when_the_video_finishes(farm: Farm):
+    created = _create(farm.url, steps=2, seed=21)
+    start = time.monotonic()
+    video = requests.get(f"{farm.url}/v1/videos/{created['id']}?wait=60", timeout=90).json()
+    assert video["status"] == "completed", video  # one request, no polling loop
+    assert time.monotonic() - start < 60
+    r = requests.get(f"{farm.url}/v1/videos/{created['id']}?wait=-1", timeout=30)
+    assert r.status_code == 422 and r.json()["param"] == "wait"
 
 
 def test_cancel(farm: Farm):
