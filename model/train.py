@@ -14,7 +14,9 @@ Three phases, each bounded by a step count and a share of the time budget:
    VAE is frozen from here on; encoding on every DiT step would cost more than the DiT).
 3. **dit**: the text encoder and transformer by flow matching: x_t = (1 - t)·x0 + t·ε,
    target ε - x0, t logit-normal; captions in a random language per clip, dropped to ""
-   10% of the time (for classifier-free guidance); EMA of the weights is what ships.
+   10% of the time (for classifier-free guidance); with the block-average VAE, latents
+   are also mirrored and played backwards (relabelled: left <-> right, zoom in <-> out);
+   EMA of the weights is what ships.
 
 Every random draw is seeded by (seed, phase, step), and the whole state (weights,
 optimiser, EMA, bank, loss log) is saved to `OUT/state.pt` every few minutes, so a killed
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import shlex
 import sys
@@ -40,7 +43,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 import model
-from model.data import LANGUAGES, Clip, ClipStream, caption
+from model.data import LANGUAGES, Clip, ClipStream, caption, is_held_out
 from model.sampling import sample_training_t
 from model.video import VideoModel
 
@@ -187,6 +190,37 @@ def bank_step(m: VideoModel, args, step: int) -> tuple[torch.Tensor, list[dict]]
 # --- phase 3: DiT ------------------------------------------------------------------------
 
 
+_MIRROR = {"left": "right", "right": "left"}
+_REVERSE = {"left": "right", "right": "left", "up": "down", "down": "up",
+            "zoom_in": "zoom_out", "zoom_out": "zoom_in"}  # fmt: skip
+
+
+def _augments(args) -> bool:
+    """Mirror/reverse latents only with the block-average VAE, where that is exact."""
+    return args.vae_init == "pool" and args.vae_steps == 0
+
+
+def mirror_reverse(z: torch.Tensor, clip: Clip, mirror: bool, reverse: bool):
+    """A latent clip [C, T, H, W] mirrored left-right and/or played backwards, relabelled.
+
+    With the block-average VAE, latent t is the 8x8 block means of pixel frame 4t, so a
+    mirrored or time-reversed latent is exactly the latent of the mirrored or reversed
+    video. A result that would be a held-out triple is not used (the clip stays as it was).
+    """
+    motion, pan = clip.motion, clip.pan
+    if mirror:
+        motion, pan = _MIRROR.get(motion, motion), _MIRROR.get(pan, pan)
+    if reverse:
+        motion, pan = _REVERSE.get(motion, motion), _MIRROR.get(pan, pan)
+    if is_held_out(clip.product, clip.colour, motion):
+        return z, clip
+    if mirror:
+        z = z.flip(-1)
+    if reverse:
+        z = z.flip(1)
+    return z, dataclasses.replace(clip, motion=motion, pan=pan)
+
+
 def dit_step(m: VideoModel, opt, state: dict, args, step: int) -> float:
     """One flow-matching step of text encoder + DiT on a batch drawn from the bank."""
     rng = _rng(args.seed, "dit", step)
@@ -195,9 +229,12 @@ def dit_step(m: VideoModel, opt, state: dict, args, step: int) -> float:
     idx = rng.integers(len(clips), size=args.batch)
     x0 = bank[torch.from_numpy(idx)].float().to(args.device)  # (B, C, T, H, W)
     prompts = []
-    for i in idx:
+    for b, i in enumerate(idx):
+        clip = Clip(**clips[i])
+        if _augments(args):
+            x0[b], clip = mirror_reverse(x0[b], clip, rng.random() < 0.5, rng.random() < 0.5)
         lang = LANGUAGES[rng.integers(len(LANGUAGES))]
-        text = caption(Clip(**clips[i]), lang, rng)
+        text = caption(clip, lang, rng)
         prompts.append("" if rng.random() < args.cfg_dropout else text)
     t = sample_training_t(len(idx), gen).to(args.device)
     noise = torch.randn(x0.shape, generator=gen).to(args.device)
@@ -274,7 +311,8 @@ def train(args: argparse.Namespace) -> Path:
         state = torch.load(out / "state.pt", map_location=args.device, weights_only=False)
         m.load_state_dict(state.pop("model"))
         for k, o in opts.items():
-            o.load_state_dict(state["opts"][k])
+            if state["opts"].get(k):  # None: that phase restarts from a fresh optimiser
+                o.load_state_dict(state["opts"][k])
         ema = state.pop("ema")
         state.pop("opts")
         if state["phase"] == "done" and state["step"]["dit"] < args.dit_steps:
