@@ -134,3 +134,76 @@ def test_vertical_format_and_bad_frames():
         wm.embed(np.zeros((2, 16, 64, 3), np.uint8), VARIANT)
     with pytest.raises(ValueError, match="uint8"):
         wm.embed(np.zeros((2, 64, 64, 3), np.float32), VARIANT)
+
+
+# ---- wired into finished files: adaptive strength, honest records, `farm verify` -----------
+
+
+@pytest.fixture(scope="module")
+def model_clip() -> np.ndarray:
+    """A 2 s 256x144 render of the untrained `tiny` model: noise-like content."""
+    from farm.engine import VideoJob, render
+    from farm.executors import LocalExecutor
+
+    job = VideoJob(
+        prompt="a cup on a table", frames=25, height=144, width=256, fps=12, steps=4, seed=3
+    )
+    return np.asarray(render(LocalExecutor("tiny"), job))
+
+
+def test_model_render_is_marked_and_verified_on_the_encoded_file(model_clip):
+    _, data, record = wm.mark_and_encode(model_clip, VARIANT, encode_mp4_12)
+    assert record.verified and record.decodes and record.payload == VARIANT[:16]
+    assert record.bit_accuracy >= 0.95
+    assert record.psnr_db >= 37.0 and record.strength in [s for s, _ in wm.LADDER]
+    assert wm.verify_file(data, expected=VARIANT).matches
+    again = wm.mark_and_encode(model_clip, VARIANT, encode_mp4_12)
+    assert again[1] == data  # deterministic: the same render gives the same file
+
+
+def encode_mp4_12(frames: np.ndarray) -> bytes:
+    return encode_mp4(frames, 12)
+
+
+def test_clips_too_small_to_carry_a_mark_say_so(model_clip):
+    tiny = np.ascontiguousarray(model_clip[:5, :64, :64])  # 5 frames of 64x64
+    _, _, record = wm.mark_and_encode(tiny, VARIANT, encode_mp4_12)
+    assert not (record.verified or record.decodes) and "chips per coded bit" in record.reason
+    assert record.bit_accuracy < 0.95
+    small = np.zeros((3, 16, 16, 3), np.uint8)
+    frames, _, record = wm.mark_and_encode(small, VARIANT, encode_mp4_12)
+    assert not record.verified and "not marked" in record.reason and frames is small
+
+
+def test_outputs_carry_the_mark_and_farm_verify_reads_it(model_clip, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from farm.cli import app
+    from farm.media import Provenance, write_video_outputs
+
+    prov = Provenance(
+        model="tiny",
+        weights_sha256="0" * 64,
+        seed=3,
+        prompt="a cup",
+        campaign_id=OTHER,
+        variant_id=VARIANT,
+    )
+    out = write_video_outputs(str(tmp_path), VARIANT, model_clip, 12, prov, watermark=VARIANT)
+    side = json.loads((tmp_path / f"{VARIANT}.json").read_text())
+    assert side["watermark"] == out.watermark and out.watermark["verified"] is True
+    runner = CliRunner()
+    result = runner.invoke(app, ["verify", out.mp4_url])
+    assert result.exit_code == 0, result.output
+    assert f"present, payload {VARIANT[:16]}" in result.output
+    assert f"tagged id {VARIANT[:16]}: match" in result.output
+    result = runner.invoke(app, ["verify", out.mp4_url, "--expected", OTHER])
+    assert result.exit_code == 1 and "NO match" in result.output
+    plain = tmp_path / "plain.mp4"
+    plain.write_bytes(encode_mp4(model_clip, 12))
+    result = runner.invoke(app, ["verify", str(plain)])
+    assert result.exit_code == 1 and "no blind read" in result.output
+    result = runner.invoke(app, ["verify", str(tmp_path / "missing.mp4")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
