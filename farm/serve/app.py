@@ -62,6 +62,7 @@ def build_app(args: FarmAppArgs) -> Application:
         device="cuda" if args.renderer_num_gpus > 0 else "cpu",
         threads=args.renderer_threads,
         bulk_batch_videos=args.bulk_batch_videos,
+        bulk_forward_rows=args.bulk_forward_rows,
     )
     director = Director.options(ray_actor_options={"num_cpus": args.director_num_cpus}).bind(
         renderer,

@@ -9,8 +9,8 @@ Model work runs on one thread per replica, so the event loop keeps accepting req
 Fairness: interactive requests (a user waiting on /v1/videos) and campaign requests form
 separate batches; the model thread takes waiting interactive work first, then campaigns by
 priority (`farm.serve.gate`). A campaign batch goes to the model thread one forward
-(`max_batch` rows) at a time, so a user's step waits behind one forward at most, and
-campaign batches hold at most `bulk_batch_videos` videos.
+(`bulk_forward_rows` rows) at a time, so a user's step waits behind one such forward at
+most, and campaign batches hold at most `bulk_batch_videos` videos.
 
 Health: a replica whose model work (window-step batches, decodes) has failed
 `max_consecutive_failures` times in a row fails Serve's `check_health`, so Serve replaces it
@@ -75,6 +75,7 @@ class Renderer:
         threads: int | None = None,
         max_consecutive_failures: int = 3,
         bulk_batch_videos: int | None = None,
+        bulk_forward_rows: int | None = None,
     ):
         self.worker = ModelWorker(model_ref, max_batch=max_batch, device=device, threads=threads)
         self._gate = PriorityGate()  # interactive work first, then campaigns by priority
@@ -82,6 +83,7 @@ class Renderer:
         self._batch.set_batch_wait_timeout_s(batch_wait_s)
         # Campaign batches stay short, so an interactive step never waits long behind one.
         self._bulk_batch.set_max_batch_size(bulk_batch_videos or batch_videos)
+        self.bulk_forward_rows = bulk_forward_rows or max_batch
         self._bulk_batch.set_batch_wait_timeout_s(batch_wait_s)
         self.videos_per_batch: list[int] = []  # requests (videos) merged per batch
         self.preset = model_ref  # the metrics' preset tag
@@ -156,7 +158,7 @@ class Renderer:
             vs = await self._model_work(self.worker.run_steps, flat, key=key)
         else:  # one forward's worth at a time, so interactive work can go in between
             vs = []
-            for part in _forwards(flat, self.worker.max_batch):
+            for part in _forwards(flat, self.bulk_forward_rows):
                 vs += await self._model_work(self.worker.run_steps, part, key=key)
         out, k = [], 0
         for steps in per_request:

@@ -211,8 +211,9 @@ class FarmAppArgs(BaseModel):
         0.25,
         ge=0,
         lt=1,
-        description="Share of a Renderer batch campaign work leaves to interactive requests: "
-        "campaign batches hold at most (1 - headroom) x renderer_batch_videos videos.",
+        description="Share of the Renderer campaign work leaves to interactive requests: "
+        "campaign batches hold at most (1 - headroom) x renderer_batch_videos videos and "
+        "campaign forwards at most (1 - headroom) x renderer_max_batch rows.",
     )
     renderer_max_ongoing_requests: int = Field(32, ge=1)
     director_num_cpus: float = Field(1.0, ge=0)
@@ -274,6 +275,11 @@ class FarmAppArgs(BaseModel):
     def bulk_batch_videos(self) -> int:
         """Most campaign videos' requests in one Renderer batch (the headroom left free)."""
         return max(1, int(self.renderer_batch_videos * (1 - self.interactive_headroom)))
+
+    @property
+    def bulk_forward_rows(self) -> int:
+        """Rows of one campaign forward: the most a user's step waits behind."""
+        return max(1, int(self.renderer_max_batch * (1 - self.interactive_headroom)))
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> FarmAppArgs:
