@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from farm import metrics
 from farm.engine import Executor
 from farm.manifest import Manifest
+from farm.schemas import FAILURE_CODES
 from farm.variant_render import render_variant
+
+try:  # raw botocore errors (connection lost mid-upload) are storage errors too
+    from botocore.exceptions import BotoCoreError as _BotoError
+except ImportError:  # pragma: no cover - botocore comes with s3fs
+    _BotoError = OSError
 
 
 @dataclass
@@ -29,15 +35,23 @@ class RunReport:
 
 
 def failure_code(error: BaseException) -> str:
-    """The taxonomy code of a render failure (farm.schemas.FAILURE_CODES)."""
+    """The taxonomy code of a render failure (farm.schemas.FAILURE_CODES).
+
+    An error may name its own code with a `failure_code` attribute (a policy check raises
+    one with "policy_violation"); otherwise the type decides. TimeoutError is an OSError,
+    so it is asked about first.
+    """
+    own = getattr(error, "failure_code", None)
+    if own in FAILURE_CODES:
+        return own
     if isinstance(error, ValueError):
         return "invalid_input"
     if isinstance(error, MemoryError) or "out of memory" in str(error).lower():
         return "oom"
-    if isinstance(error, OSError):
-        return "storage_error"
     if isinstance(error, TimeoutError):
         return "timeout"
+    if isinstance(error, OSError | _BotoError):
+        return "storage_error"
     return "model_error"
 
 

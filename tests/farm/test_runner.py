@@ -1,6 +1,7 @@
 """A campaign end to end in-process: spec → manifest → localized MP4s → events → progress."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from farm.manifest import Manifest
 from farm.media import probe_mp4
 from farm.runner import failure_code, render_pending
 from farm.spec import load_spec
+from farm.storage import StorageUnavailable
+from farm.watermark import verify_file
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,10 @@ def test_campaign_renders_every_variant_once(campaign):
         assert (info.frames, info.width, info.height) == (r["frames"], r["width"], r["height"])
         if r["variant_id"] in done:
             assert done[r["variant_id"]] == r["sha256"]
+        # Every frame carries the variant id, checked on the file when it was written.
+        mark = json.loads(Path(r["output_url"]).with_suffix(".json").read_text())["watermark"]
+        assert mark["payload"] == r["variant_id"][:16] and mark["verified"], mark
+        assert verify_file(mp4, expected=r["variant_id"]).matches
     progress = manifest.progress()
     assert progress.by_status["completed"] == 12 and progress.eta_s == 0
     assert render_pending(manifest, ex, root).completed == 0  # nothing left to do
@@ -56,3 +63,10 @@ def test_failures_are_recorded_with_a_reason(tmp_path):
     (row,) = [r for r in manifest.status().to_pylist() if r["status"] == "failed"]
     assert row["error_code"] == "invalid_input" and "overlap (4)" in row["error_message"]
     assert failure_code(MemoryError()) == "oom" and failure_code(OSError()) == "storage_error"
+    assert failure_code(TimeoutError()) == "timeout"
+    assert failure_code(StorageUnavailable("s3 down")) == "storage_error"
+    assert failure_code(RuntimeError("CUDA out of memory")) == "oom"
+    blocked = ValueError("prompt names a real person")
+    blocked.failure_code = "policy_violation"  # how a policy check names its code
+    assert failure_code(blocked) == "policy_violation"
+    assert failure_code(RuntimeError("nan in latents")) == "model_error"
