@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import ray
 import requests
+import torch
 from ray import serve
 
 from benchmarks.common import report, table
@@ -78,6 +79,7 @@ class _InProcess:
     """The same videos through the engine in this process, written the same way."""
 
     def __init__(self, model: str, root: str):
+        torch.set_num_threads(1)  # as the Renderer replica (renderer_threads=1)
         self.ex = LocalExecutor(model)
         self.root = root
         render(self.ex, _job(0, "warmup"))
