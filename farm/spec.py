@@ -79,18 +79,18 @@ def _non_blank(value: str) -> str:
 
 
 def _slug(value: str) -> str:
-    if not _SLUG.match(value):
+    if not _SLUG.fullmatch(value):
         raise ValueError(f"must be a slug of lowercase letters, digits, _ and - (got {value!r})")
     return value
 
 
 def _locale(value: str) -> str:
-    if _LOCALE.match(value):
+    if _LOCALE.fullmatch(value):
         return value
     first, *rest = value.replace("_", "-").split("-")
     case = {2: str.upper, 4: str.title}  # en-us → en-US, zh-hant-tw → zh-Hant-TW
     fixed = "-".join([first.lower(), *(case.get(len(p), str.lower)(p) for p in rest)])
-    hint = f"; did you mean {fixed!r}?" if _LOCALE.match(fixed) else ""
+    hint = f"; did you mean {fixed!r}?" if _LOCALE.fullmatch(fixed) else ""
     raise ValueError(f"not a BCP-47 locale code like en-US, zh-Hant-TW or es-419{hint}")
 
 
@@ -101,7 +101,7 @@ def _multiple_of_16(value: int) -> int:
 
 
 def _url(value: str) -> str:
-    if not _URL.match(_text(value)):
+    if not _URL.fullmatch(_text(value)):
         raise ValueError(f"must be a URL like https://... or s3://... (got {value!r})")
     return value
 
@@ -198,7 +198,7 @@ class Format(_Model):
 
     @model_validator(mode="after")
     def _size_matches_aspect(self) -> Format:
-        m = _ASPECT.match(self.aspect)
+        m = _ASPECT.fullmatch(self.aspect)
         if not m:
             raise _Issues([("aspect", f"must look like 9:16 or 16:9 (got {self.aspect!r})")])
         want = int(m[1]) / int(m[2])

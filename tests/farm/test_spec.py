@@ -117,6 +117,9 @@ BAD = [
     (("products", 1, "id"), "flask-500", "products[1].id", "duplicate of products[0].id"),
     (("products", 0, "id"), "Flask 500", "products[0].id", "slug"),
     (("products", 0, "reference_image"), "flask.png", "products[0].reference_image", "URL"),
+    (("products", 0, "id"), "flask\n", "products[0].id", "slug"),  # no trailing newline
+    (("products", 0, "reference_image"), "s3://b/x\n", "products[0].reference_image", "URL"),
+    (("formats", 0, "aspect"), "9:16\n", "formats[0].aspect", "must look like 9:16"),
     (("durations",), [1, 0], "durations[1]", "greater than 0"),
     (("durations",), [121], "durations[0]", "less than or equal to 120"),
     (("durations",), [2, 2.0], "durations[1]", "duplicate"),
@@ -150,7 +153,8 @@ def load_spec_error(data: Any) -> SpecError:
 
 
 @pytest.mark.parametrize(
-    ("code", "hint"), [("en_US", "did you mean 'en-US'"), ("zh-hant-tw", "'zh-Hant-TW'"), ("x", "")]
+    ("code", "hint"),
+    [("en_US", "did you mean 'en-US'"), ("zh-hant-tw", "'zh-Hant-TW'"), ("x", ""), ("en-US\n", "")],
 )
 def test_bad_locale_code_is_named(code: str, hint: str) -> None:
     data = example()
