@@ -97,7 +97,7 @@ class _InProcess:
             campaign_id="bench",
             variant_id=f"v{i}",
         )
-        write_video_outputs(self.root, f"v{i}", frames, 16, prov)
+        write_video_outputs(self.root, f"v{i}", frames, 16, prov, watermark=f"v{i}")
         return time.perf_counter() - start
 
 

@@ -93,4 +93,7 @@ def render_to_storage(
         campaign_id="adhoc",
         variant_id=request.video_id(),
     )
-    return write_video_outputs(out_root, request.video_id(), frames, request.fps, provenance)
+    video_id = request.video_id()
+    return write_video_outputs(
+        out_root, video_id, frames, request.fps, provenance, watermark=video_id
+    )

@@ -217,4 +217,5 @@ class Director:
             req.fps,
             provenance,
             fs_kwargs=self.storage_options or None,
+            watermark=video.id,  # every frame carries the video's id (farm verify)
         )

@@ -35,6 +35,9 @@ def test_render_writes_a_decodable_mp4(tmp_path):
     assert (info.frames, info.width, info.height, info.fps) == (9, 64, 32, 16)
     sidecar = json.loads(mp4.with_suffix(".json").read_text())
     assert sidecar["provenance"]["prompt"] == "红色的瓶子"
+    # The file carries its id as a watermark, checked when it was written (a 64x32 clip of
+    # 9 frames is too small to verify reliably, and the sidecar says which it was).
+    assert sidecar["watermark"]["payload"] and "verified" in sidecar["watermark"]
     # Same request, same seed → the same file name and the same bytes.
     first = mp4.read_bytes()
     assert runner.invoke(app, args).exit_code == 0
