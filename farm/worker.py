@@ -9,6 +9,7 @@ wraps one; the Ray executor runs one per actor; the Serve Renderer holds one per
 from __future__ import annotations
 
 import resource
+import threading
 import time
 import warnings
 from collections import OrderedDict, defaultdict
@@ -61,6 +62,7 @@ class ModelWorker:
         self.max_batch = max_batch
         self.cache_size = cache_size
         self._conds: OrderedDict[str, TextCond] = OrderedDict()
+        self._lock = threading.Lock()
         self.batch_sizes: list[int] = []  # one entry per forward, for tests and metrics
         self.busy_seconds = 0.0
 
@@ -73,16 +75,20 @@ class ModelWorker:
         return {"model": self.model.config.name, "weights_sha256": self.model.weights_digest()}
 
     def encode(self, prompts: list[str]) -> TextCond:
-        """Encodings of `prompts`, batched into one TextCond, from an LRU cache by prompt."""
-        for prompt in dict.fromkeys(p for p in prompts if p not in self._conds):
-            # Alone, not batched with others: an encoding must not depend on its neighbours'
-            # padding, or the same prompt and seed would not give the same file.
-            self._conds[prompt] = self.model.encode_text([prompt])
-        for prompt in prompts:
-            self._conds.move_to_end(prompt)
-        conds = [self._conds[p] for p in prompts]
-        while len(self._conds) > self.cache_size:
-            self._conds.popitem(last=False)
+        """Encodings of `prompts`, batched into one TextCond, from an LRU cache by prompt.
+
+        Thread-safe: a Renderer replica may run an interactive call beside a campaign one.
+        """
+        with self._lock:
+            for prompt in dict.fromkeys(p for p in prompts if p not in self._conds):
+                # Alone, not batched with others: an encoding must not depend on its
+                # neighbours' padding, or the same prompt and seed would not give the same file.
+                self._conds[prompt] = self.model.encode_text([prompt])
+            for prompt in prompts:
+                self._conds.move_to_end(prompt)
+            conds = [self._conds[p] for p in prompts]
+            while len(self._conds) > self.cache_size:
+                self._conds.popitem(last=False)
         return TextCond.cat(conds)
 
     def velocities(self, xs: list[Tensor], ts: list[float], prompts: list[str]) -> list[Tensor]:

@@ -63,6 +63,7 @@ def build_app(args: FarmAppArgs) -> Application:
         threads=args.renderer_threads,
         bulk_batch_videos=args.bulk_batch_videos,
         bulk_forward_rows=args.bulk_forward_rows,
+        interactive_threads=args.renderer_interactive_threads,
     )
     director = Director.options(ray_actor_options={"num_cpus": args.director_num_cpus}).bind(
         renderer,

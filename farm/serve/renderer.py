@@ -4,13 +4,15 @@ Each replica holds one `ModelWorker`. A video's engine sends one request per ste
 windows over one shared latent); `@serve.batch` gathers the requests of different videos
 that arrive within `batch_wait_s` and runs their window-steps in one `run_steps` call, which
 stacks same-shape windows into forwards (per-sample t, so videos at different steps mix).
-Model work runs on one thread per replica, so the event loop keeps accepting requests.
+Model work runs on model threads (`farm.serve.gate`), so the event loop keeps accepting
+requests.
 
 Fairness: interactive requests (a user waiting on /v1/videos) and campaign requests form
-separate batches; the model thread takes waiting interactive work first, then campaigns by
-priority (`farm.serve.gate`). A campaign batch goes to the model thread one forward
-(`bulk_forward_rows` rows) at a time, so a user's step waits behind one such forward at
-most, and campaign batches hold at most `bulk_batch_videos` videos.
+separate batches. Campaign work runs on one model thread, one forward (`bulk_forward_rows`
+rows) at a time, at most `bulk_batch_videos` videos per batch; `interactive_threads` more
+threads are kept for interactive work, so a user's step runs beside a long campaign call
+(a decode) instead of behind it. Waiting work starts interactive first, then campaigns by
+priority.
 
 Health: a replica whose model work (window-step batches, decodes) has failed
 `max_consecutive_failures` times in a row fails Serve's `check_health`, so Serve replaces it
@@ -76,9 +78,12 @@ class Renderer:
         max_consecutive_failures: int = 3,
         bulk_batch_videos: int | None = None,
         bulk_forward_rows: int | None = None,
+        interactive_threads: int = 1,
     ):
         self.worker = ModelWorker(model_ref, max_batch=max_batch, device=device, threads=threads)
-        self._gate = PriorityGate()  # interactive work first, then campaigns by priority
+        # Interactive work first, then campaigns by priority; `interactive_threads` model
+        # threads are kept for interactive work, beside the one campaign work may use.
+        self._gate = PriorityGate(slots=1 + interactive_threads, bulk_slots=1)
         self._batch.set_max_batch_size(batch_videos)
         self._batch.set_batch_wait_timeout_s(batch_wait_s)
         # Campaign batches stay short, so an interactive step never waits long behind one.

@@ -205,6 +205,12 @@ class FarmAppArgs(BaseModel):
     renderer_num_cpus: float = Field(1.0, ge=0)
     renderer_threads: int | None = Field(None, ge=1, description="torch threads per replica.")
     renderer_max_batch: int = Field(8, ge=1, description="Rows per model forward.")
+    renderer_interactive_threads: int = Field(
+        1,
+        ge=0,
+        description="Model threads a Renderer replica keeps for interactive requests, beside "
+        "the one campaign work uses (0: one thread shared by priority).",
+    )
     renderer_batch_videos: int = Field(8, ge=1, description="Videos' requests per batch.")
     renderer_batch_wait_s: float = Field(0.02, ge=0, description="Wait for a batch to fill.")
     interactive_headroom: float = Field(

@@ -66,3 +66,27 @@ def test_errors_reach_the_caller_and_free_the_thread():
         return await gate.run(work_key(True), lambda: 7)
 
     assert asyncio.run(main()) == 7
+
+
+def test_a_kept_slot_lets_interactive_work_run_beside_a_long_campaign_call():
+    async def main() -> tuple[list[str], int]:
+        gate = PriorityGate(slots=2, bulk_slots=1)
+        release = threading.Event()
+        order: list[str] = []
+        long_call = asyncio.create_task(gate.run(work_key(False), release.wait))
+        await asyncio.sleep(0.05)
+        second_bulk = asyncio.create_task(gate.run(work_key(False), order.append, "bulk"))
+        user = asyncio.create_task(gate.run(work_key(True), order.append, "user"))
+        await asyncio.wait_for(user, 5)  # ran at once, beside the long campaign call
+        await asyncio.sleep(0.05)
+        waiting = gate.waiting  # the second campaign call waits for the campaign slot
+        release.set()
+        await asyncio.gather(long_call, second_bulk)
+        return order, waiting
+
+    assert asyncio.run(main()) == (["user", "bulk"], 1)
+
+
+def test_bad_slot_counts_are_refused():
+    with pytest.raises(ValueError, match="slots"):
+        PriorityGate(slots=0)
