@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+import playwright.sync_api as playwright_api
 import pytest
 import ray
 import requests
@@ -25,8 +26,6 @@ from farm.manifest import Manifest
 from farm.runner import render_pending
 from farm.serve.app import FarmAppArgs, build_app
 from farm.serve.campaigns import tenant_root
-
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 REPO = Path(__file__).resolve().parents[3]
 TOKEN, OTHER = "acme-dashboard-token", "globex-dashboard-token"
@@ -91,7 +90,7 @@ def browser():
     """Headless Chromium from the system (scripts/install-system-deps.sh installs it)."""
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
-        pytest.skip("no chromium on PATH: run scripts/install-system-deps.sh")
+        pytest.fail("no chromium on PATH: run scripts/install-system-deps.sh (make install does)")
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, headless=True)
         try:
