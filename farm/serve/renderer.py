@@ -91,6 +91,8 @@ class Renderer:
         self.bulk_forward_rows = bulk_forward_rows or max_batch
         self._bulk_batch.set_batch_wait_timeout_s(batch_wait_s)
         self.videos_per_batch: list[int] = []  # requests (videos) merged per batch
+        self._in_flight = {True: 0, False: 0}  # velocity requests here, by lane (interactive)
+        self.alone_requests = 0  # requests run at once: none other of their lane in flight
         self.preset = model_ref  # the metrics' preset tag
         self._info: dict[str, str] | None = None
         self.max_consecutive_failures = max_consecutive_failures
@@ -135,12 +137,22 @@ class Renderer:
 
         Interactive requests (a user waiting on /v1/videos) and campaign requests batch
         separately; on the model thread interactive batches go first, then campaigns by
-        `priority` (see farm.serve.gate).
+        `priority` (see farm.serve.gate). A request with no other of its lane in flight
+        here runs at once: waiting `batch_wait_s` for company that is not coming is pure
+        latency. With others in flight it joins the batcher and shares their forwards.
         """
         request = (latent, starts, stops, ts, prompts, negatives, guidances)
-        if interactive:
-            return await self._batch(request)
-        return await self._bulk_batch((request, priority))
+        alone = self._in_flight[interactive] == 0
+        self._in_flight[interactive] += 1
+        try:
+            if alone:
+                self.alone_requests += 1
+                return (await self._run_batch([request], work_key(interactive, priority)))[0]
+            if interactive:
+                return await self._batch(request)
+            return await self._bulk_batch((request, priority))
+        finally:
+            self._in_flight[interactive] -= 1
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def _batch(self, requests: list[StepsRequest]) -> list[list[np.ndarray]]:
@@ -195,6 +207,7 @@ class Renderer:
             **self.worker.stats(),
             "pid": os.getpid(),
             "consecutive_failures": self.consecutive_failures,
+            "alone_requests": self.alone_requests,
             "batch_sizes": list(self.worker.batch_sizes[-1000:]),
             "videos_per_batch": list(self.videos_per_batch[-1000:]),
             "served": [[*key, enq, start] for key, enq, start in self._gate.served],

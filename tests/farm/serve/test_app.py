@@ -147,11 +147,14 @@ def test_interactive_steps_go_ahead_of_a_campaign_backlog(farm: Farm):
 
 
 def test_long_poll_answers_when_the_video_finishes(farm: Farm):
+    alone_before = _renderer_stats()["alone_requests"]
     created = _create(farm.url, steps=2, seed=21)
     start = time.monotonic()
     video = requests.get(f"{farm.url}/v1/videos/{created['id']}?wait=60", timeout=90).json()
     assert video["status"] == "completed", video  # one request, no polling loop
     assert time.monotonic() - start < 60
+    # Alone on the farm, its steps did not wait for a batch to fill (batch_wait_s is 0.2 s).
+    assert _renderer_stats()["alone_requests"] - alone_before >= 2
     r = requests.get(f"{farm.url}/v1/videos/{created['id']}?wait=-1", timeout=30)
     assert r.status_code == 422 and r.json()["param"] == "wait"
 
