@@ -200,10 +200,11 @@ def evaluate(
     batch: int = 12,
     limit: int | None = None,
     languages=LANGUAGES,
+    triples=HELD_OUT,
     log=print,
 ) -> dict:
-    """Accuracy of colour and motion per language over the held-out triples."""
-    cases = eval_prompts(seed, languages, HELD_OUT[:limit] if limit else HELD_OUT)
+    """Accuracy of colour and motion per language over the held-out (or given) triples."""
+    cases = eval_prompts(seed, languages, triples[:limit] if limit else triples)
     t0 = time.monotonic()
     for start in range(0, len(cases), batch):
         part = cases[start : start + batch]

@@ -103,8 +103,9 @@ def text_init(m: VideoModel, scale: float = 1.0) -> None:
     learning rate for the encoder (`--text-lr-scale`) it stays diverse while the DiT learns
     to read it.
     """
-    m.text.embed.weight.normal_(std=scale)
-    m.text.pos.normal_(std=0.2 * scale)
+    g = torch.Generator().manual_seed(m.config.seed + 1)  # a re-run draws the same init
+    m.text.embed.weight.copy_(torch.randn(m.text.embed.weight.shape, generator=g) * scale)
+    m.text.pos.copy_(torch.randn(m.text.pos.shape, generator=g) * 0.2 * scale)
     for block in m.text.blocks:
         block.proj.weight.mul_(0.2)
         block.mlp[2].weight.mul_(0.2)
