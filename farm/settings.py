@@ -172,6 +172,12 @@ class Settings(BaseSettings):
     renderer_batch_wait_s: float = Field(
         0.01, ge=0, description="Longest a renderer replica waits to fill a batch, in seconds."
     )
+    renderer_interactive_threads: int = Field(
+        1,
+        ge=0,
+        description="Model threads a renderer replica keeps for interactive requests, beside "
+        "the one campaign work uses (0: one thread shared by priority).",
+    )
 
     # ---- director and encoder ---------------------------------------------------------------
     director_max_videos: int = Field(

@@ -343,3 +343,15 @@ def test_prompt_policy_from_yaml_and_env(tmp_path, monkeypatch):
         Settings(prompt_policy={"acme": {"blocked_patterns": ["("]}})
     with pytest.raises(ValidationError, match="tenant name"):
         Settings(prompt_policy={"../etc": {}})
+
+
+def test_fairness_settings_reach_the_serve_app(monkeypatch):
+    from farm.serve.schemas import FarmAppArgs
+    from farm.settings import Settings
+
+    monkeypatch.setenv("FARM_RENDERER_INTERACTIVE_THREADS", "2")
+    monkeypatch.setenv("FARM_INTERACTIVE_HEADROOM", "0.5")
+    args = FarmAppArgs.from_settings(Settings())
+    assert args.renderer_interactive_threads == 2
+    assert args.bulk_batch_videos == args.renderer_batch_videos // 2
+    assert args.bulk_forward_rows == args.renderer_max_batch // 2
