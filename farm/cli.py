@@ -554,3 +554,24 @@ def verify(
 
 def main() -> None:
     app()
+
+
+@app.command("eval")
+def eval_model(
+    preset: str = typer.Option("small", help="Model preset or checkpoint URL."),
+    limit: int = typer.Option(0, help="Only the first N of the 48 held-out triples (0 = all)."),
+    steps: int = typer.Option(20, help="Denoising steps."),
+    guidance: float = typer.Option(5.0, help="Classifier-free guidance scale (1 = off)."),
+    seconds: float = typer.Option(30.0, help="Length of the seam test video."),
+    seams: bool = typer.Option(True, help="Also measure seams of a long video and MP4 bytes."),
+    out: str = typer.Option("", help="Write the full JSON report (every clip) here."),
+) -> None:
+    """Does the model follow prompts? Colour and motion accuracy per language, and seams."""
+    from model.eval import main as eval_main
+
+    argv = ["--model", preset, "--limit", str(limit), "--steps", str(steps)]
+    argv += ["--guidance", str(guidance), "--seconds", str(seconds)]
+    argv += [] if seams else ["--no-seams"]
+    argv += ["--out", out] if out else []
+    with _errors("evaluation failed"):
+        eval_main(argv)
