@@ -262,6 +262,8 @@ def dit_step(m: VideoModel, opt, state: dict, args, step: int) -> float:
         text = caption(clip, lang, rng)
         prompts.append("" if rng.random() < args.cfg_dropout else text)
     t = sample_training_t(len(idx), gen).to(args.device)
+    # Shifted towards t = 1 (as sampling is): only near pure noise must the prompt decide.
+    t = args.t_shift * t / (1 + (args.t_shift - 1) * t)
     noise = torch.randn(x0.shape, generator=gen).to(args.device)
     tt = t.view(-1, 1, 1, 1, 1)
     xt = (1 - tt) * x0 + tt * noise
@@ -482,6 +484,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=24, help="DiT batch size")
     p.add_argument("--lr", type=float, default=8e-4, help="DiT learning rate")
     p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--t-shift", type=float, default=1.0, help="shift of the training t")
     p.add_argument("--text-lr-scale", type=float, default=0.2, help="text encoder lr / DiT lr")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--cfg-dropout", type=float, default=0.1)
