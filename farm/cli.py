@@ -552,10 +552,6 @@ def verify(
     raise typer.Exit(0 if result.matches else 1)
 
 
-def main() -> None:
-    app()
-
-
 @app.command("eval")
 def eval_model(
     preset: str = typer.Option("small", help="Model preset or checkpoint URL."),
@@ -575,3 +571,7 @@ def eval_model(
     argv += ["--out", out] if out else []
     with _errors("evaluation failed"):
         eval_main(argv)
+
+
+def main() -> None:
+    app()
