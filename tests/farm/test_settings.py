@@ -56,6 +56,7 @@ def test_defaults():
         "renderer_downscale_delay_s": 60,
         "renderer_max_batch": 8,
         "renderer_batch_wait_s": 0.01,
+        "renderer_interactive_threads": 1,
         "director_max_videos": 8,
         "encoder_replicas": 1,
         "window": 16,
