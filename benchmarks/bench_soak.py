@@ -30,8 +30,6 @@ import random
 import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,76 +37,9 @@ import time
 from pathlib import Path
 
 from benchmarks.common import report, table
+from tests.ray_head import free_ports, ray_head
 
-VENV_BIN = Path(sys.executable).parent
 APP = "soak"
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-@contextlib.contextmanager
-def ray_head(num_cpus: int):
-    """A private Ray head with the Jobs API; yields (dashboard URL, GCS address)."""
-    from ray.job_submission import JobSubmissionClient
-
-    temp_dir = tempfile.mkdtemp(prefix="soakray-", dir="/tmp")
-    ports = _free_ports(9)
-    env = {
-        **os.environ,
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    env.pop("RAY_ADDRESS", None)
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    names = [
-        "port",
-        "dashboard-port",
-        "dashboard-agent-listen-port",
-        "dashboard-agent-grpc-port",
-        "metrics-export-port",
-        "node-manager-port",
-        "object-manager-port",
-        "ray-client-server-port",
-        "runtime-env-agent-port",
-    ]
-    cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", "--dashboard-host=127.0.0.1"]
-    cmd += [f"--{n}={p}" for n, p in zip(names, ports, strict=True)]
-    cmd += [f"--num-cpus={num_cpus}", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
-    log = open(Path(temp_dir) / "ray-start.log", "wb")  # noqa: SIM115 (closed below)
-    head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    address = f"http://127.0.0.1:{ports[1]}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if head.poll() is not None:
-                raise RuntimeError(f"ray start exited {head.returncode}; see {temp_dir}")
-            try:
-                JobSubmissionClient(address).list_jobs()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        yield address, f"127.0.0.1:{ports[0]}"
-    finally:
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            head.kill()
-            head.wait()
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _driver_pids(cid: str) -> list[int]:
@@ -277,9 +208,10 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     runs: dict[str, dict] = {}
     try:
-        with ray_head(num_cpus=4 + args.replicas) as (address, gcs):
+        with ray_head(num_cpus=4 + args.replicas) as head:
+            address, gcs = head.dashboard_url, head.gcs_address
             ray.init(address=gcs, log_to_driver=False)
-            serve.start(http_options={"host": "127.0.0.1", "port": _free_ports(1)[0]})
+            serve.start(http_options={"host": "127.0.0.1", "port": free_ports(1)[0]})
             pool = Renderer.options(num_replicas=args.replicas).bind("tiny", threads=1)
             serve.run(pool, name=APP, route_prefix=None)
             for name, faults in (("clean", False), ("faults", True)):

@@ -7,16 +7,8 @@ teardown ends the `--block` process, which takes its cluster down with it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,7 +18,6 @@ from typer.testing import CliRunner
 
 from farm.cli import app
 from farm.jobs import (
-    TERMINAL_JOB,
     campaign_jobs,
     cancel_campaign,
     resume_campaign,
@@ -35,117 +26,19 @@ from farm.jobs import (
 )
 from farm.manifest import Manifest
 from farm.media import probe_mp4
+from tests.ray_head import ray_head as private_ray_head
 
 pytestmark = pytest.mark.slow
 
-VENV_BIN = Path(sys.executable).parent
 runner = CliRunner()
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _our_leftovers(markers: list[str]) -> list[int]:
-    """PIDs of live processes whose command line names this module's temp dirs."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(m in cmdline for m in markers):
-            pids.append(int(entry.name))
-    return pids
 
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """A fresh Ray head with the Jobs API: yields (dashboard address, storage root)."""
-    from ray.job_submission import JobSubmissionClient
-
-    temp_dir = tempfile.mkdtemp(prefix="farmray-", dir="/tmp")  # short: socket paths
     root = str(tmp_path_factory.mktemp("jobs-root"))
-    (gcs, dash, agent_http, agent_grpc, metrics, node_mgr, obj_mgr, client, env_agent) = (
-        _free_ports(9)
-    )
-    saved = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # loopback test cluster; the client agrees
-    env = {
-        **os.environ,
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # jobs run `python`
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    env.pop("RAY_ADDRESS", None)
-    cmd = [
-        str(VENV_BIN / "ray"),
-        "start",
-        "--head",
-        "--block",
-        f"--port={gcs}",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dash}",
-        f"--dashboard-agent-listen-port={agent_http}",
-        f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--metrics-export-port={metrics}",
-        f"--node-manager-port={node_mgr}",
-        f"--object-manager-port={obj_mgr}",
-        f"--ray-client-server-port={client}",
-        f"--runtime-env-agent-port={env_agent}",
-        "--num-cpus=4",
-        "--include-dashboard=true",
-        "--disable-usage-stats",
-        f"--temp-dir={temp_dir}",
-    ]
-    log = open(Path(temp_dir) / "ray-start.log", "wb")  # noqa: SIM115 (closed at teardown)
-    head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    address = f"http://127.0.0.1:{dash}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if head.poll() is not None:
-                text = (Path(temp_dir) / "ray-start.log").read_text(errors="replace")
-                raise RuntimeError(f"ray start exited {head.returncode}:\n{text[-3000:]}")
-            try:
-                JobSubmissionClient(address).list_jobs()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        yield address, root
-    finally:
-        with contextlib.suppress(Exception):  # let jobs end before their cluster does
-            c = JobSubmissionClient(address)
-            for job in c.list_jobs():
-                if str(job.status.value) not in TERMINAL_JOB and job.submission_id:
-                    c.stop_job(job.submission_id)
-        head.send_signal(signal.SIGTERM)  # --block: kills its GCS, raylet, dashboard, ...
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            head.kill()
-            head.wait()
-        time.sleep(1)
-        for pid in _our_leftovers([temp_dir, root]):  # workers, job drivers of this module
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        if saved is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = saved
+    with private_ray_head(num_cpus=4, markers=(root,)) as head:
+        yield head.dashboard_url, root
 
 
 PRODUCTS = ["cup", "jug", "mug", "pot"]
