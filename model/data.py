@@ -110,14 +110,14 @@ class Clip:
 
     def attributes(self) -> dict[str, str | bool]:
         """The captioned attributes (what a prompt says about the clip)."""
-        return {k: v for k, v in asdict(self).items() if k in _CAPTIONED}
+        return {k: v for k, v in asdict(self).items() if k in CAPTIONED}
 
     def captions(self, rng: np.random.Generator) -> dict[str, str]:
         """A caption of this clip in every language (templates drawn from `rng`)."""
         return {lang: caption(self, lang, rng) for lang in LANGUAGES}
 
 
-_CAPTIONED = ("product", "colour", "motion", "background", "gradient", "pan")
+CAPTIONED = ("product", "colour", "motion", "background", "gradient", "pan")
 
 
 def sample_clip(

@@ -2,8 +2,11 @@
 
 A latent video [C, T, H, W] becomes T·(H/2)·(W/2) tokens (patch (1, 2, 2)); tokens carry
 3D rotary positions (t, h, w), so any length and aspect ratio works. Each block does
-self-attention with QK-norm, cross-attention to the prompt, and an MLP; the timestep
-modulates the blocks through adaLN-Zero (shift, scale, gate) computed in float32.
+self-attention with QK-norm, cross-attention to the prompt, and an MLP; the timestep and
+the pooled prompt (its mean token, as SD3 / PixArt add a pooled text vector) modulate the
+blocks through adaLN-Zero (shift, scale, gate) computed in float32. The pooled path carries
+clip-wide attributes (colour, motion) from the first steps of training, before
+cross-attention has learnt where to look.
 
 Two layouts share every layer:
 - batched: B clips of one shape → tokens [B, L, D]; text padding via a key mask.
@@ -190,6 +193,9 @@ class DiT(nn.Module):
             nn.Linear(config.text_dim, D), nn.GELU("tanh"), nn.Linear(D, D)
         )
         self.time_embed = nn.Sequential(nn.Linear(config.freq_dim, D), nn.SiLU(), nn.Linear(D, D))
+        self.text_pool = nn.Sequential(
+            nn.Linear(config.text_dim, D), nn.SiLU(), nn.Linear(D, D)
+        )  # pooled prompt, added to the timestep embedding
         self.time_proj = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))  # shared by all blocks
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.norm_out = nn.LayerNorm(D, eps=config.eps, elementwise_affine=False)
@@ -199,10 +205,11 @@ class DiT(nn.Module):
     def init_weights(self, zero_init: bool = True) -> None:
         """Initialise every weight; `zero_init` gives adaLN-Zero for training.
 
-        Linear layers get xavier-uniform weights and zero biases; the timestep MLP gets a
-        small normal init (as DiT). With `zero_init`, the shared modulation projection and
-        the output head are zeroed, so every gate is 0: each block starts as the identity
-        on its residual path and the fresh model predicts zero velocity. Without it (an
+        Linear layers get xavier-uniform weights and zero biases; the timestep MLP and the
+        pooled-prompt MLP get a small normal init (as DiT). With `zero_init`, the shared
+        modulation projection and the output head are zeroed, so every gate is 0: each
+        block starts as the identity on its residual path and the fresh model predicts
+        zero velocity. Without it (an
         untrained model for plumbing tests) those layers get small random weights too, so
         the output depends on every input.
         """
@@ -210,7 +217,7 @@ class DiT(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
-        for layer in (self.time_embed[0], self.time_embed[2]):
+        for layer in (*self.time_embed[::2], *self.text_pool[::2]):
             nn.init.normal_(layer.weight, std=0.02)
         for layer in (self.time_proj[1], self.head):
             if zero_init:
@@ -241,10 +248,13 @@ class DiT(nn.Module):
         return (T // pt, H // ph, W // pw)
 
     # --- forward ---------------------------------------------------------------------
-    def _run(self, tokens: Tensor, t: Tensor, text: Tensor, text_mask, layout: Layout) -> Tensor:
+    def _run(
+        self, tokens: Tensor, t: Tensor, text: Tensor, text_mask, pooled: Tensor, layout: Layout
+    ) -> Tensor:
         D = self.config.dim
         x = self.patch_embed(tokens)  # (B, L, D)
         temb = self.time_embed(timestep_embedding(t, self.config.freq_dim).to(x.dtype))  # (N, D)
+        temb = temb + self.text_pool(pooled.to(x.dtype))
         mod = self.time_proj(temb).float().view(-1, 6, D)  # (N, 6, D)
         text = self.text_embed(text)  # (B, Lt, D)
         rope = rope_tables(layout, self.config.head_dim, self.config.rope_theta, x.device)
@@ -259,7 +269,9 @@ class DiT(nn.Module):
         """Velocity for a batch of same-shape latents x [B, C, T, H, W] at times t [B]."""
         grid = self._grid(x.shape)
         layout = Layout([grid] * x.shape[0], packed=False)
-        out = self._run(self._patchify(x), t, cond.emb.to(x.dtype), cond.mask, layout)
+        out = self._run(
+            self._patchify(x), t, cond.emb.to(x.dtype), cond.mask, cond.pooled(), layout
+        )
         return self._unpatchify(out, grid).type_as(x)
 
     def forward_packed(self, xs: list[Tensor], t: Tensor, cond: TextCond) -> list[Tensor]:
@@ -268,7 +280,7 @@ class DiT(nn.Module):
         tokens = torch.cat([self._patchify(x[None]) for x in xs], dim=1)  # (1, ΣL, patch_dim)
         text, text_seqlens = cond.packed()
         layout = Layout(grids, packed=True, text_seqlens=text_seqlens)
-        out = self._run(tokens, t, text.to(tokens.dtype), None, layout)
+        out = self._run(tokens, t, text.to(tokens.dtype), None, cond.pooled(), layout)
         parts = out.split(layout.seqlens, dim=1)
         return [
             self._unpatchify(p, g)[0].type_as(x) for p, g, x in zip(parts, grids, xs, strict=True)

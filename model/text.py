@@ -50,6 +50,11 @@ class TextCond:
         masks = [F.pad(c.mask, (0, length - c.mask.shape[1])) for c in conds]
         return TextCond(torch.cat(embs), torch.cat(masks))
 
+    def pooled(self) -> Tensor:
+        """Mean of each prompt's real token embeddings [B, D] (padding excluded)."""
+        m = self.mask[..., None].to(self.emb.dtype)  # (B, L, 1)
+        return (self.emb * m).sum(1) / m.sum(1).clamp_min(1)
+
     def packed(self) -> tuple[Tensor, list[int]]:
         """Real tokens of every prompt, concatenated: ([1, sum L_i, D], [L_i, ...])."""
         return self.emb[self.mask][None], self.mask.sum(dim=1).tolist()

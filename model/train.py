@@ -2,7 +2,7 @@
 
     python -m model.train --preset small --out runs/small --minutes 55
 
-Three phases, each bounded by a step count and a share of the time budget:
+Four phases, each bounded by a step count and a share of the time budget:
 
 1. **vae**: the causal VAE, started as a block-average autoencoder (`pool_init`: a usable
    VAE at step 0, so a busy CPU still ends with one) and fine-tuned on random crops of
@@ -12,7 +12,11 @@ Three phases, each bounded by a step count and a share of the time budget:
    expects) and the model needs no extra scale factor.
 2. **bank**: clips of the training length are encoded once into a bank of latents (the
    VAE is frozen from here on; encoding on every DiT step would cost more than the DiT).
-3. **dit**: the text encoder and transformer by flow matching: x_t = (1 - t)·x0 + t·ε,
+3. **align**: the text encoder alone, CLIP-style (`model.align`): a caption's pooled
+   embedding must pick out its own clip's latent in the batch. Flow matching alone teaches
+   a from-scratch encoder too slowly (see `model.align`); this gives the DiT a prompt
+   embedding in which colour and motion already stand out, in every language.
+4. **dit**: the text encoder and transformer by flow matching: x_t = (1 - t)·x0 + t·ε,
    target ε - x0, t logit-normal; captions in a random language per clip, dropped to ""
    10% of the time (for classifier-free guidance); with the block-average VAE, latents
    are also mirrored and played backwards (relabelled: left <-> right, zoom in <-> out);
@@ -43,11 +47,12 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 import model
-from model.data import LANGUAGES, Clip, ClipStream, caption, is_held_out
+from model.align import Aligner
+from model.data import CAPTIONED, LANGUAGES, Clip, ClipStream, caption, is_held_out
 from model.sampling import sample_training_t
 from model.video import VideoModel
 
-PHASES = ("vae", "bank", "dit", "done")
+PHASES = ("vae", "bank", "align", "dit", "done")
 SAVE_EVERY_S = 120.0
 
 
@@ -212,7 +217,41 @@ def bank_step(m: VideoModel, args, step: int) -> tuple[torch.Tensor, list[dict]]
     return z.half().cpu(), [asdict(c) for c in clips]
 
 
-# --- phase 3: DiT ------------------------------------------------------------------------
+# --- phase 3: text-video alignment ---------------------------------------------------
+
+
+def _captioned_batch(state: dict, args, rng: np.random.Generator, size: int):
+    """Latents [B, C, T, H, W] from the bank (augmented) and one caption per clip."""
+    bank, clips = state["bank"], state["bank_clips"]
+    idx = rng.integers(len(clips), size=size)
+    x0 = bank[torch.from_numpy(idx)].float().to(args.device)
+    out = []
+    for b, i in enumerate(idx):
+        clip = Clip(**clips[i])
+        if _augments(args):
+            x0[b], clip = mirror_reverse(x0[b], clip, rng.random() < 0.5, rng.random() < 0.5)
+        out.append(clip)
+    prompts = [caption(c, LANGUAGES[rng.integers(len(LANGUAGES))], rng) for c in out]
+    return x0, out, prompts
+
+
+def align_step(m: VideoModel, aligner: Aligner, opt, state: dict, args, step: int) -> float:
+    """One contrastive step of text encoder + latent probe; returns the InfoNCE loss."""
+    rng = _rng(args.seed, "align", step)
+    z, clips, prompts = _captioned_batch(state, args, rng, args.align_batch)
+    keys = [tuple(getattr(c, k) for k in CAPTIONED) for c in clips]
+    same = torch.tensor([[a == b for b in keys] for a in keys], device=z.device)
+    loss, _ = aligner.loss(m.text.encode(prompts).pooled(), z, same)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(list(m.text.parameters()) + list(aligner.parameters()), 1.0)
+    for group in opt.param_groups:
+        group["lr"] = args.align_lr * min(1.0, (step + 1) / args.warmup)
+    opt.step()
+    return loss.item()
+
+
+# --- phase 4: DiT ------------------------------------------------------------------------
 
 
 _MIRROR = {"left": "right", "right": "left"}
@@ -250,18 +289,9 @@ def dit_step(m: VideoModel, opt, state: dict, args, step: int) -> float:
     """One flow-matching step of text encoder + DiT on a batch drawn from the bank."""
     rng = _rng(args.seed, "dit", step)
     gen = _gen(args.seed, "dit", step)
-    bank, clips = state["bank"], state["bank_clips"]
-    idx = rng.integers(len(clips), size=args.batch)
-    x0 = bank[torch.from_numpy(idx)].float().to(args.device)  # (B, C, T, H, W)
-    prompts = []
-    for b, i in enumerate(idx):
-        clip = Clip(**clips[i])
-        if _augments(args):
-            x0[b], clip = mirror_reverse(x0[b], clip, rng.random() < 0.5, rng.random() < 0.5)
-        lang = LANGUAGES[rng.integers(len(LANGUAGES))]
-        text = caption(clip, lang, rng)
-        prompts.append("" if rng.random() < args.cfg_dropout else text)
-    t = sample_training_t(len(idx), gen).to(args.device)
+    x0, _, prompts = _captioned_batch(state, args, rng, args.batch)  # (B, C, T, H, W)
+    prompts = ["" if rng.random() < args.cfg_dropout else p for p in prompts]
+    t = sample_training_t(len(x0), gen).to(args.device)
     # Shifted towards t = 1 (as sampling is): only near pure noise must the prompt decide.
     t = args.t_shift * t / (1 + (args.t_shift - 1) * t)
     noise = torch.randn(x0.shape, generator=gen).to(args.device)
@@ -303,9 +333,15 @@ def _new_state(m: VideoModel) -> dict:
     }
 
 
-def _save(state: dict, m: VideoModel, opts: dict, ema: dict | None, out: Path) -> None:
+def _save(
+    state: dict, m: VideoModel, aligner: Aligner, opts: dict, ema: dict | None, out: Path
+) -> None:
     state = dict(
-        state, model=m.state_dict(), ema=ema, opts={k: o.state_dict() for k, o in opts.items()}
+        state,
+        model=m.state_dict(),
+        aligner=aligner.state_dict(),
+        ema=ema,
+        opts={k: o.state_dict() for k, o in opts.items()},
     )
     tmp = out / "state.pt.tmp"
     torch.save(state, tmp)
@@ -314,14 +350,19 @@ def _save(state: dict, m: VideoModel, opts: dict, ema: dict | None, out: Path) -
 
 def _budget(args, phase: str) -> tuple[int, float]:
     """(max steps, max seconds) of a phase."""
-    share = {"vae": args.vae_share, "bank": args.bank_share}
-    share["dit"] = 1.0 - share["vae"] - share["bank"]
-    steps = {"vae": args.vae_steps, "bank": args.bank_steps, "dit": args.dit_steps}[phase]
+    share = {"vae": args.vae_share, "bank": args.bank_share, "align": args.align_share}
+    share["dit"] = 1.0 - sum(share.values())
+    steps = {
+        "vae": args.vae_steps,
+        "bank": args.bank_steps,
+        "align": args.align_steps,
+        "dit": args.dit_steps,
+    }[phase]
     return steps, args.minutes * 60.0 * share[phase]
 
 
 def train(args: argparse.Namespace) -> Path:
-    """Run (or resume) the three phases into `args.out`; returns the checkpoint directory."""
+    """Run (or resume) the four phases into `args.out`; returns the checkpoint directory."""
     torch.set_num_threads(args.threads)
     # Tiny presets cut long captions; that is expected here, not worth a warning per step.
     warnings.filterwarnings("ignore", message=r"prompts\[\d+\] is \d+ bytes", category=UserWarning)
@@ -333,11 +374,21 @@ def train(args: argparse.Namespace) -> Path:
     groups = [{"params": list(m.dit.parameters()), "lr_scale": 1.0},
               {"params": list(m.text.parameters()), "lr_scale": args.text_lr_scale}]  # fmt: skip
     dit_opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
-    opts = {"vae": vae_opt, "dit": dit_opt}
+    T = (args.frames - 1) // 4 + 1
+    latent = (cfg.latent_channels, T, args.size // 8, args.size // 8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)  # the probe's init is part of the run's seed
+        aligner = Aligner(cfg.text_dim, latent).to(args.device)
+    align_opt = torch.optim.AdamW(
+        list(m.text.parameters()) + list(aligner.parameters()), lr=args.align_lr, weight_decay=0.01
+    )
+    opts = {"vae": vae_opt, "align": align_opt, "dit": dit_opt}
     ema = None
     if (out / "state.pt").exists():
         state = torch.load(out / "state.pt", map_location=args.device, weights_only=False)
         m.load_state_dict(state.pop("model"))
+        if state.get("aligner"):  # absent in runs saved before the align phase existed
+            aligner.load_state_dict(state.pop("aligner"))
         for k, o in opts.items():
             if state["opts"].get(k):  # None: that phase restarts from a fresh optimiser
                 o.load_state_dict(state["opts"][k])
@@ -371,6 +422,8 @@ def train(args: argparse.Namespace) -> Path:
                 z, clips = bank_step(m, args, step)
                 state["bank"] = z if state["bank"] is None else torch.cat([state["bank"], z])
                 state["bank_clips"].extend(clips)
+            elif phase == "align":
+                losses.append(align_step(m, aligner, align_opt, state, args, step))
             else:
                 losses.append(dit_step(m, dit_opt, state, args, step))
                 ema_update(ema, m, step, args.ema)
@@ -387,14 +440,14 @@ def train(args: argparse.Namespace) -> Path:
                 print(json.dumps(entry), flush=True)
                 losses = []
             if time.monotonic() - last_save > SAVE_EVERY_S:
-                _save(state, m, opts, ema, out)
+                _save(state, m, aligner, opts, ema, out)
                 last_save = time.monotonic()
         if phase == "vae":
             state["latent_scale"] = normalise_latents(m, args)
         if phase == "bank":
             print(f"bank: {len(state['bank_clips'])} clips", flush=True)
         state["phase"] = PHASES[PHASES.index(phase) + 1]
-        _save(state, m, opts, ema, out)
+        _save(state, m, aligner, opts, ema, out)
         last_save = time.monotonic()
     return export(m, ema, state, args)
 
@@ -410,13 +463,13 @@ def export(m: VideoModel, ema: dict | None, state: dict, args) -> Path:
         "data_seed": args.seed,
         "command": args.command,
         "train_size": [args.frames, args.size, args.size],
-        "steps": {p: state["step"][p] for p in ("vae", "bank", "dit")},
-        "minutes": {p: round(state["elapsed"][p] / 60, 2) for p in ("vae", "bank", "dit")},
+        "steps": {p: state["step"][p] for p in PHASES[:-1]},
+        "minutes": {p: round(state["elapsed"][p] / 60, 2) for p in PHASES[:-1]},
         "bank_clips": len(state["bank_clips"]),
         "latent_scale": state["latent_scale"],
         "final_loss": {
             p: next((e["loss"] for e in reversed(state["log"]) if e["phase"] == p), None)
-            for p in ("vae", "dit")
+            for p in ("vae", "align", "dit")
         },
     }
     digest = model.save(final, str(out / "checkpoint"), meta)
@@ -430,13 +483,17 @@ def plot_losses(log: list[dict], path: Path, width: int = 900, height: int = 360
     """A PNG of the VAE and DiT loss curves side by side (log-scale y), drawn with PIL."""
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
-    panels = [p for p in ("vae", "dit") if any(e["phase"] == p for e in log)]
+    panels = [p for p in ("vae", "align", "dit") if any(e["phase"] == p for e in log)]
     for k, phase in enumerate(panels):
         pts = [(e["step"], e["loss"]) for e in log if e["phase"] == phase and e["loss"] > 0]
         x0, x1 = k * width // len(panels) + 60, (k + 1) * width // len(panels) - 20
         y0, y1 = 30, height - 40
         draw.rectangle([x0, y0, x1, y1], outline="black")
-        title = "VAE reconstruction (L1+L2)" if phase == "vae" else "DiT flow-matching MSE"
+        title = {
+            "vae": "VAE reconstruction (L1+L2)",
+            "align": "text-video InfoNCE",
+            "dit": "DiT flow-matching MSE",
+        }[phase]
         draw.text((x0, 10), title, fill="black")
         if len(pts) < 2:
             continue
@@ -468,6 +525,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bank-share", type=float, default=0.15, help="share of time for the bank")
     p.add_argument("--vae-steps", type=int, default=0, help="VAE steps (0: keep the init)")
     p.add_argument("--bank-steps", type=int, default=100_000, help="bank batches to encode")
+    p.add_argument("--align-share", type=float, default=0.15, help="share of time to align text")
+    p.add_argument("--align-steps", type=int, default=1500, help="text alignment steps")
+    p.add_argument("--align-batch", type=int, default=96)
+    p.add_argument("--align-lr", type=float, default=1e-3)
     p.add_argument("--dit-steps", type=int, default=1_000_000)
     p.add_argument("--vae-frames", type=int, default=9)
     p.add_argument("--vae-crop", type=int, default=32)
@@ -496,8 +557,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--frames and --vae-frames must be of the form 4n+1")
     if args.size % 16 or args.vae_crop % 8 or args.vae_crop > args.size:
         p.error("--size must be a multiple of 16 and --vae-crop a multiple of 8 <= size")
-    if not 0 <= args.vae_share + args.bank_share < 1:
-        p.error("--vae-share + --bank-share must be in [0, 1)")
+    if not 0 <= args.vae_share + args.bank_share + args.align_share < 1:
+        p.error("--vae-share + --bank-share + --align-share must be in [0, 1)")
     return args
 
 

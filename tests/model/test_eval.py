@@ -7,7 +7,8 @@ import pytest
 
 import model
 from model.data import HELD_OUT, Clip, render_clip, sample_clip
-from model.eval import dominant_colour, evaluate, motion_of, seam_report, summarise
+from model.eval import dominant_colour, evaluate, motion_of, seam_report, summarise, vae_ceiling
+from model.train import pool_init
 
 
 def _clips(n_per_triple: int = 1):
@@ -70,3 +71,14 @@ def test_seam_report_end_to_end_on_tiny():
     assert r["frames"] == 17 and r["windows"] >= 3
     assert r["seam_ratio_windowed"] > 0 and r["seam_ratio_independent_chunks"] > 0
     assert r["mp4_identical"]
+
+
+def test_vae_ceiling_reads_the_clips_through_the_vae():
+    # The block-average VAE keeps colour and motion; a VAE that decodes to one flat grey
+    # keeps neither, so the ceiling measures the VAE, not the clips.
+    m = model.build("small")
+    pool_init(m.vae)
+    good = vae_ceiling(m, triples=HELD_OUT[:8])
+    assert good["motion"] == 1.0 and good["colour"] >= 0.75
+    m.vae.dec_out.weight.data.zero_()
+    assert vae_ceiling(m, triples=HELD_OUT[:8]) == {"colour": 0.0, "motion": 0.0}

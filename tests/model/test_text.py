@@ -73,3 +73,11 @@ def test_cat_and_index_keep_prompts_apart(tiny):
     assert both.emb.shape[0] == 2 and torch.equal(both[0].emb[:, :4], a.emb)
     packed, lens = both.packed()
     assert lens == [4, 24] and packed.shape[1] == 28
+
+
+def test_pooled_is_the_mean_of_real_tokens_only(tiny):
+    cond = tiny.encode_text(["short", "a much longer prompt than the first one"])
+    n = int(cond.mask[0].sum())
+    assert torch.allclose(cond.pooled()[0], cond.emb[0, :n].mean(0), atol=1e-6)
+    alone = tiny.encode_text(["short"]).pooled()[0]
+    assert (cond.pooled()[0] - alone).abs().max() <= 1e-5  # padding never counts

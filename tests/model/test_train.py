@@ -21,9 +21,10 @@ TOY = ["--preset", "tiny", "--size", "32", "--frames", "5", "--vae-frames", "5",
        "--warmup", "1", "--minutes", "30", "--threads", "1", "--log-every", "5"]  # fmt: skip
 
 
-def _run(out: Path, vae: int, bank: int, dit: int) -> Path:
+def _run(out: Path, vae: int, bank: int, dit: int, align: int = 30) -> Path:
     args = parse_args([*TOY, "--out", str(out), "--vae-steps", str(vae),
-                       "--bank-steps", str(bank), "--dit-steps", str(dit)])  # fmt: skip
+                       "--bank-steps", str(bank), "--align-steps", str(align),
+                       "--align-batch", "8", "--dit-steps", str(dit)])  # fmt: skip
     return train(args)
 
 
@@ -36,7 +37,7 @@ def run(tmp_path_factory) -> Path:
 
 def test_losses_go_down_and_everything_is_written(run):
     log = json.loads((run / "log.json").read_text())
-    for phase in ("vae", "dit"):
+    for phase in ("vae", "align", "dit"):
         losses = [e["loss"] for e in log if e["phase"] == phase]
         assert len(losses) >= 5
         assert losses[-1] < losses[0], (phase, losses)
@@ -44,7 +45,7 @@ def test_losses_go_down_and_everything_is_written(run):
     header = read_header(str(run / "checkpoint"))
     assert header["meta"]["data_seed"] == 0
     assert header["meta"]["command"].startswith("python -m model.train --preset tiny")
-    assert header["meta"]["steps"] == {"vae": 25, "bank": 3, "dit": 30}
+    assert header["meta"]["steps"] == {"vae": 25, "bank": 3, "align": 30, "dit": 30}
     m = model.load(str(run / "checkpoint"))
     assert m.dtype == torch.float32  # fp16 storage is cast back on load
     cond = m.encode_text(["a red bottle moves left", ""])

@@ -1,5 +1,7 @@
 """The model contract: shapes, seeds, packing, and clear errors on bad input."""
 
+import copy
+
 import pytest
 import torch
 
@@ -128,3 +130,18 @@ def test_base_reports_parameters_and_flops():
     # Self-attention dominates at 32k tokens; a 2x longer video is >2x the FLOPs.
     assert flops.self_attention > flops.linear
     assert dit_step_flops(m.config, 161, 480, 832).total > 2 * flops.total
+
+
+def test_pooled_prompt_conditions_without_cross_attention(tiny):
+    # With every cross-attention silenced, the prompt still reaches the blocks through
+    # the pooled adaLN path, in the batched and the packed layout alike.
+    m = copy.deepcopy(tiny)
+    for block in m.dit.blocks:
+        block.cross.proj.weight.data.zero_()
+        block.cross.proj.bias.data.zero_()
+    x = model.noise((1, 4, 3, 8, 8), 0)
+    red, blue = m.encode_text(["a red bottle"]), m.encode_text(["a blue shoe"])
+    assert not torch.allclose(m.velocity(x, 0.5, red), m.velocity(x, 0.5, blue))
+    with torch.no_grad():
+        packed = m.dit.forward_packed([x[0]], torch.tensor([0.5]), red)[0]
+    assert (packed - m.velocity(x, 0.5, red)[0]).abs().max() <= 1e-5
