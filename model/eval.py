@@ -205,7 +205,7 @@ def evaluate(
     size: int = 64,
     steps: int = 20,
     guidance: float = 5.0,
-    shift: float = 1.0,
+    shift: float = 3.0,
     seed: int = 0,
     batch: int = 12,
     limit: int | None = None,
@@ -303,7 +303,7 @@ def seam_report(
     size: int = 64,
     steps: int = 20,
     guidance: float = 5.0,
-    shift: float = 1.0,
+    shift: float = 3.0,
     window: int = 8,
     overlap: int = 4,
     seed: int = 0,
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default="", help="write the JSON report here")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=5.0)
-    p.add_argument("--shift", type=float, default=1.0)
+    p.add_argument("--shift", type=float, default=3.0)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--frames", type=int, default=17)
     p.add_argument("--limit", type=int, default=0, help="only the first N held-out triples")
