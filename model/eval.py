@@ -306,12 +306,15 @@ def seam_report(
     shift: float = 3.0,
     window: int = 8,
     overlap: int = 4,
+    more_overlaps: tuple[int, ...] = (),
     seed: int = 0,
 ) -> dict:
     """Seam ratio of a long video through the window engine vs independent chunks; MP4 bytes.
 
     The chunks have the window's length, each with its own seed, concatenated end to end:
-    what a farm without blending would produce. Imports `farm` here, not at module level,
+    what a farm without blending would produce. `more_overlaps` renders the windowed video
+    again at each of those overlaps (listed with `overlap` in "by_overlap"), on the same
+    loaded model and against the same chunks. Imports `farm` here, not at module level,
     so `model` itself never depends on the farm.
     """
     from farm.engine import VideoJob, render
@@ -330,24 +333,37 @@ def seam_report(
         "guidance": guidance,
         "shift": shift,
         "window": window,
-        "overlap": overlap,
     }
-    job = VideoJob(frames=frames, seed=seed, **common)
-    t0 = time.monotonic()
-    video = render(ex, job).numpy()
-    windowed_s = time.monotonic() - t0
-    windowed = seam_ratio(video, pixel_boundaries(job.plan()))
+
+    def windowed(overlap: int) -> tuple[VideoJob, np.ndarray, dict]:
+        job = VideoJob(frames=frames, seed=seed, overlap=overlap, **common)
+        t0 = time.monotonic()
+        video = render(ex, job).numpy()
+        return (
+            job,
+            video,
+            {
+                "overlap": overlap,
+                "windows": len(job.plan().windows),
+                "seam_ratio_windowed": seam_ratio(video, pixel_boundaries(job.plan())),
+                # At latent rate (one frame per latent frame): a decoder that holds each latent
+                # frame for 4 pixel frames puts all change at latent transitions, which inflates
+                # the pixel-rate ratio ~4x; here seams are compared with latent transitions.
+                "seam_ratio_windowed_latent_rate": seam_ratio(video[::4], job.plan().handovers),
+                "render_s": round(time.monotonic() - t0, 1),
+            },
+        )
+
+    job, video, main = windowed(overlap)
+    by_overlap = [main] + [windowed(o)[2] for o in more_overlaps]
     chunk_frames = 4 * window + 1
     chunks = []
     for i in range(-(-frames // chunk_frames)):
-        part = render(ex, VideoJob(frames=chunk_frames, seed=seed + 1 + i, **common)).numpy()
+        chunk = VideoJob(frames=chunk_frames, seed=seed + 1 + i, overlap=overlap, **common)
+        part = render(ex, chunk).numpy()
         chunks.append(part[: frames - sum(len(c) for c in chunks)])
     concat = np.concatenate(chunks)
     independent = seam_ratio(concat, concat_boundaries([len(c) for c in chunks]))
-    # At latent rate (one frame per latent frame): a decoder that holds each latent frame
-    # for 4 pixel frames puts all change at latent transitions, which inflates the
-    # pixel-rate ratio ~4x; here seams are compared with ordinary latent transitions.
-    windowed_latent = seam_ratio(video[::4], job.plan().handovers)
     subs = [c[::4] for c in chunks]
     independent_latent = seam_ratio(np.concatenate(subs), concat_boundaries([len(c) for c in subs]))
     mp4 = [encode_mp4(video, fps), encode_mp4(render(ex, job).numpy(), fps)]
@@ -358,13 +374,10 @@ def seam_report(
         "frames": frames,
         "size": size,
         "window": window,
-        "overlap": overlap,
-        "windows": len(job.plan().windows),
-        "seam_ratio_windowed": windowed,
+        **main,
         "seam_ratio_independent_chunks": independent,
-        "seam_ratio_windowed_latent_rate": windowed_latent,
         "seam_ratio_independent_chunks_latent_rate": independent_latent,
-        "render_s": round(windowed_s, 1),
+        "by_overlap": by_overlap,
         "mp4_sha256": [hashlib.sha256(b).hexdigest() for b in mp4],
         "mp4_identical": mp4[0] == mp4[1],
     }

@@ -67,8 +67,10 @@ def test_evaluate_end_to_end_on_tiny():
 
 def test_seam_report_end_to_end_on_tiny():
     r = seam_report("tiny", prompt="a red cup", seconds=2, fps=8, size=32, steps=2, window=2,
-                    overlap=1)  # fmt: skip
+                    overlap=1, more_overlaps=(0,))  # fmt: skip
     assert r["frames"] == 17 and r["windows"] >= 3
+    assert [o["overlap"] for o in r["by_overlap"]] == [1, 0]
+    assert r["by_overlap"][1]["windows"] < r["windows"]
     assert r["seam_ratio_windowed"] > 0 and r["seam_ratio_independent_chunks"] > 0
     assert r["mp4_identical"]
 
