@@ -38,6 +38,12 @@ class ModelConfig(BaseModel):
     ffn_dim: int = Field(1024, ge=8, description="Hidden width of each block's MLP.")
     freq_dim: int = Field(256, ge=8, description="Sinusoidal timestep embedding width.")
     rope_theta: float = Field(10000.0, gt=0, description="Base of the 3D rotary embedding.")
+    abs_pos: int = Field(
+        0,
+        ge=0,
+        description="Frequencies of the absolute (t, y, x) position embedding added to the "
+        "tokens, in fractions of the clip; 0 = rotary (relative) positions only.",
+    )
     qk_norm: bool = Field(True, description="RMS-normalise queries and keys per head.")
     eps: float = Field(1e-6, gt=0, description="Epsilon of every norm.")
 
@@ -94,6 +100,7 @@ PRESETS: dict[str, ModelConfig] = {
         heads=2,
         ffn_dim=96,
         freq_dim=32,
+        abs_pos=2,
     ),
     # CPU demo default; trained by model/train.py.
     "small": ModelConfig(
@@ -110,6 +117,7 @@ PRESETS: dict[str, ModelConfig] = {
         heads=4,
         ffn_dim=512,
         freq_dim=128,
+        abs_pos=4,
     ),
     # GPU scale, dims in the range of Wan-2.1-1.3B; built on `meta` for counts.
     "base": ModelConfig(

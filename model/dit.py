@@ -1,7 +1,9 @@
 """Diffusion transformer over spacetime patches (Wan / DiT style).
 
 A latent video [C, T, H, W] becomes T·(H/2)·(W/2) tokens (patch (1, 2, 2)); tokens carry
-3D rotary positions (t, h, w), so any length and aspect ratio works. Each block does
+3D rotary positions (t, h, w), so any length and aspect ratio works, plus (config `abs_pos`)
+an absolute embedding of where the token sits in its clip, in fractions of the clip, so
+the model can place "starts on the right, ends on the left" from pure noise. Each block does
 self-attention with QK-norm, cross-attention to the prompt, and an MLP; the timestep and
 the pooled prompt (its mean token, as SD3 / PixArt add a pooled text vector) modulate the
 blocks through adaLN-Zero (shift, scale, gate) computed in float32. The pooled path carries
@@ -101,6 +103,27 @@ def rope_tables(layout: Layout, head_dim: int, theta: float, device) -> tuple[Te
     return torch.cat(cos), torch.cat(sin)  # (L, head_dim/2)
 
 
+def abs_pos_features(grid: tuple[int, int, int], freqs: int, device) -> Tensor:
+    """Sin/cos features [T*H*W, 6*freqs] of each token's place in its clip, in fractions.
+
+    Time runs from 0 (first latent frame) to 1 (last); y and x from -1 to 1 across the
+    frame, so the same features describe any length, resolution and aspect ratio. Rotary
+    positions are relative, so without these a token cannot tell where in the frame or
+    the clip it is, and from pure noise a model cannot put "moves left" (starts on the
+    right, ends on the left) anywhere but everywhere. Under the window engine a clip is
+    one window, so each window's time runs from 0 to 1, as a training clip's does.
+    """
+    T, H, W = grid
+    axes = [
+        torch.linspace(0.0, 1.0, T, device=device) if T > 1 else torch.zeros(1, device=device),
+        (torch.arange(H, device=device) + 0.5) / H * 2 - 1,
+        (torch.arange(W, device=device) + 0.5) / W * 2 - 1,
+    ]
+    pos = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)  # (L, 3)
+    ang = pos[:, :, None] * (math.pi / 2 * 2.0 ** torch.arange(freqs, device=device))  # (L,3,F)
+    return torch.cat([ang.sin(), ang.cos()], dim=-1).flatten(1)  # (L, 6F)
+
+
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate channel pairs of x [B, L, H, D] by the position angles (float32)."""
     xf = x.float().unflatten(-1, (-1, 2))  # (B, L, H, D/2, 2)
@@ -189,6 +212,7 @@ class DiT(nn.Module):
         self.patch = config.patch_size
         patch_dim = C * math.prod(self.patch)
         self.patch_embed = nn.Linear(patch_dim, D)
+        self.pos_embed = nn.Linear(6 * config.abs_pos, D) if config.abs_pos else None
         self.text_embed = nn.Sequential(
             nn.Linear(config.text_dim, D), nn.GELU("tanh"), nn.Linear(D, D)
         )
@@ -253,6 +277,10 @@ class DiT(nn.Module):
     ) -> Tensor:
         D = self.config.dim
         x = self.patch_embed(tokens)  # (B, L, D)
+        if self.pos_embed is not None:
+            grids = layout.grids if layout.packed else layout.grids[:1]  # batched: all alike
+            feats = torch.cat([abs_pos_features(g, self.config.abs_pos, x.device) for g in grids])
+            x = x + self.pos_embed(feats.to(x.dtype))[None]  # (1, L, D)
         temb = self.time_embed(timestep_embedding(t, self.config.freq_dim).to(x.dtype))  # (N, D)
         temb = temb + self.text_pool(pooled.to(x.dtype))
         mod = self.time_proj(temb).float().view(-1, 6, D)  # (N, 6, D)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import model
+from model.dit import abs_pos_features
 from model.flops import count_params, dit_step_flops
 from model.sampling import euler, flow_timesteps
 
@@ -145,3 +146,31 @@ def test_pooled_prompt_conditions_without_cross_attention(tiny):
     with torch.no_grad():
         packed = m.dit.forward_packed([x[0]], torch.tensor([0.5]), red)[0]
     assert (packed - m.velocity(x, 0.5, red)[0]).abs().max() <= 1e-5
+
+
+def test_absolute_positions_span_the_clip_in_fractions():
+    feats = abs_pos_features((5, 2, 4), 3, "cpu").view(5, 2, 4, 3, 6)  # (T, H, W, axis, sin/cos)
+    t_sin = feats[:, 0, 0, 0, 0]  # sin(pi/2 * tau): 0 at the first frame, 1 at the last
+    assert t_sin[0].abs() < 1e-6 and (t_sin[-1] - 1).abs() < 1e-6 and (t_sin.diff() > 0).all()
+    x_sin = feats[0, 0, :, 2, 0]  # x runs from left to right, symmetric about the centre
+    assert (x_sin.diff() > 0).all() and torch.allclose(x_sin, -x_sin.flip(0))
+    assert len(torch.unique(feats.flatten(3), dim=0)) == 5  # every token differs from the rest
+    assert abs_pos_features((1, 1, 1), 2, "cpu")[0, :2].abs().max() < 1e-6  # one frame: tau 0
+
+
+def test_absolute_positions_let_a_uniform_input_give_a_placed_output(tiny):
+    # Rotary positions are relative: a latent that is the same everywhere gives the same
+    # velocity at every token. The absolute embedding lets the model place things.
+    def token_shift_gap(v):  # largest change when moving one token along t, y or x
+        return max(
+            (v[:, :, 1:] - v[:, :, :-1]).abs().max(),
+            (v[..., 2:, :] - v[..., :-2, :]).abs().max(),
+            (v[..., 2:] - v[..., :-2]).abs().max(),
+        )
+
+    x = torch.zeros(1, 4, 3, 8, 8)
+    v = tiny.velocity(x, 1.0, tiny.encode_text(["a red bottle moves left"]))
+    assert tiny.config.abs_pos and token_shift_gap(v) > 1e-3
+    relative = model.build(tiny.config.model_copy(update={"abs_pos": 0}), zero_init=False)
+    v = relative.velocity(x, 1.0, relative.encode_text(["a red bottle moves left"]))
+    assert token_shift_gap(v) < 1e-5
