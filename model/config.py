@@ -117,6 +117,7 @@ PRESETS: dict[str, ModelConfig] = {
         heads=4,
         ffn_dim=512,
         freq_dim=128,
+        abs_pos=4,
     ),
     # GPU scale, dims in the range of Wan-2.1-1.3B; built on `meta` for counts.
     "base": ModelConfig(
