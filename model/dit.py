@@ -39,6 +39,11 @@ class Layout:
     text_seqlens: list[int] | None = None  # real text tokens per clip (packed only)
 
     @property
+    def distinct_grids(self) -> list[tuple[int, int, int]]:
+        """Grids whose per-token tables are built: every clip's if packed, else the one shared."""
+        return self.grids if self.packed else self.grids[:1]
+
+    @property
     def seqlens(self) -> list[int]:
         return [t * h * w for t, h, w in self.grids]
 
@@ -86,8 +91,7 @@ def rope_tables(layout: Layout, head_dim: int, theta: float, device) -> tuple[Te
     dims = (head_dim - 2 * d_hw, d_hw, d_hw)
     inv = [1.0 / theta ** (torch.arange(0, d, 2, device=device).float() / d) for d in dims]
     cos, sin = [], []
-    grids = layout.grids if layout.packed else layout.grids[:1]  # batched: all clips alike
-    for T, H, W in grids:
+    for T, H, W in layout.distinct_grids:
         pos = torch.stack(
             torch.meshgrid(
                 torch.arange(T, device=device),
@@ -278,8 +282,9 @@ class DiT(nn.Module):
         D = self.config.dim
         x = self.patch_embed(tokens)  # (B, L, D)
         if self.pos_embed is not None:
-            grids = layout.grids if layout.packed else layout.grids[:1]  # batched: all alike
-            feats = torch.cat([abs_pos_features(g, self.config.abs_pos, x.device) for g in grids])
+            feats = torch.cat(
+                [abs_pos_features(g, self.config.abs_pos, x.device) for g in layout.distinct_grids]
+            )
             x = x + self.pos_embed(feats.to(x.dtype))[None]  # (1, L, D)
         temb = self.time_embed(timestep_embedding(t, self.config.freq_dim).to(x.dtype))  # (N, D)
         temb = temb + self.text_pool(pooled.to(x.dtype))

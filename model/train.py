@@ -374,8 +374,7 @@ def train(args: argparse.Namespace) -> Path:
     groups = [{"params": list(m.dit.parameters()), "lr_scale": 1.0},
               {"params": list(m.text.parameters()), "lr_scale": args.text_lr_scale}]  # fmt: skip
     dit_opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
-    T = (args.frames - 1) // 4 + 1
-    latent = (cfg.latent_channels, T, args.size // 8, args.size // 8)
+    latent = m.latent_shape(args.frames, args.size, args.size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)  # the probe's init is part of the run's seed
         aligner = Aligner(cfg.text_dim, latent).to(args.device)
