@@ -285,55 +285,16 @@ def mirror_reverse(z: torch.Tensor, clip: Clip, mirror: bool, reverse: bool):
     return z, dataclasses.replace(clip, motion=motion, pan=pan)
 
 
-def reversed_pairs(state: dict, args, rng: np.random.Generator, pairs: int):
-    """Latents [2P, C, T, H, W] and prompts: P clips, then each clip played backwards.
-
-    The two halves share everything but the direction: the reversed clip's caption is in
-    the same language and drawn with the same template choices, so "moves left" and "moves
-    right" (zoom in / out, pan left / right) are the only words that differ. Given the same
-    noise and t, the two inputs are nearly the same at high t and their targets differ by
-    the direction alone, so every step shows the DiT what the direction words mean, which
-    independent draws do only on average (the shipped model learnt the axis of a motion
-    well and its direction barely; see TRAINING.md). A clip whose reversal would be a
-    held-out triple appears twice, unreversed.
-    """
-    bank, clips = state["bank"], state["bank_clips"]
-    idx = rng.integers(len(clips), size=pairs)
-    x0 = bank[torch.from_numpy(idx)].float().to(args.device)
-    back = torch.empty_like(x0)
-    prompts, back_prompts = [], []
-    for b, i in enumerate(idx):
-        clip = Clip(**clips[i])
-        if _augments(args):
-            x0[b], clip = mirror_reverse(x0[b], clip, rng.random() < 0.5, rng.random() < 0.5)
-            back[b], rev = mirror_reverse(x0[b], clip, False, True)
-        else:
-            back[b], rev = x0[b], clip
-        lang, seed = LANGUAGES[rng.integers(len(LANGUAGES))], int(rng.integers(1 << 40))
-        prompts.append(caption(clip, lang, np.random.default_rng(seed)))
-        back_prompts.append(caption(rev, lang, np.random.default_rng(seed)))
-    return torch.cat([x0, back]), prompts + back_prompts
-
-
 def dit_step(m: VideoModel, opt, state: dict, args, step: int) -> float:
     """One flow-matching step of text encoder + DiT on a batch drawn from the bank."""
     rng = _rng(args.seed, "dit", step)
     gen = _gen(args.seed, "dit", step)
-    if args.pair_reverse:
-        x0, prompts = reversed_pairs(state, args, rng, args.batch // 2)  # (B, C, T, H, W)
-        half = len(prompts) // 2
-        keep = (rng.random(half) >= args.cfg_dropout).tolist() * 2  # a pair drops together
-        prompts = [p if k else "" for p, k in zip(prompts, keep, strict=True)]
-        t = sample_training_t(half, gen).repeat(2).to(args.device)
-        noise = torch.randn((half, *x0.shape[1:]), generator=gen).repeat(2, 1, 1, 1, 1)
-    else:
-        x0, _, prompts = _captioned_batch(state, args, rng, args.batch)  # (B, C, T, H, W)
-        prompts = ["" if rng.random() < args.cfg_dropout else p for p in prompts]
-        t = sample_training_t(len(x0), gen).to(args.device)
-        noise = torch.randn(x0.shape, generator=gen)
+    x0, _, prompts = _captioned_batch(state, args, rng, args.batch)  # (B, C, T, H, W)
+    prompts = ["" if rng.random() < args.cfg_dropout else p for p in prompts]
+    t = sample_training_t(len(x0), gen).to(args.device)
     # Shifted towards t = 1 (as sampling is): only near pure noise must the prompt decide.
     t = args.t_shift * t / (1 + (args.t_shift - 1) * t)
-    noise = noise.to(args.device)
+    noise = torch.randn(x0.shape, generator=gen).to(args.device)
     tt = t.view(-1, 1, 1, 1, 1)
     xt = (1 - tt) * x0 + tt * noise
     cond = m.text.encode(prompts)
@@ -587,11 +548,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--text-lr-scale", type=float, default=0.2, help="text encoder lr / DiT lr")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--cfg-dropout", type=float, default=0.1)
-    p.add_argument(
-        "--pair-reverse",
-        action="store_true",
-        help="DiT batches of clips beside their reversals, same noise and t (see reversed_pairs)",
-    )
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--no-fp16", dest="fp16", action="store_false", help="store fp32 weights")
     args = p.parse_args(argv)
@@ -600,8 +556,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--frames and --vae-frames must be of the form 4n+1")
     if args.size % 16 or args.vae_crop % 8 or args.vae_crop > args.size:
         p.error("--size must be a multiple of 16 and --vae-crop a multiple of 8 <= size")
-    if args.pair_reverse and args.batch % 2:
-        p.error("--pair-reverse needs an even --batch (clips and their reversals)")
     if not 0 <= args.vae_share + args.bank_share + args.align_share < 1:
         p.error("--vae-share + --bank-share + --align-share must be in [0, 1)")
     return args
