@@ -19,6 +19,7 @@ import model
 from benchmarks.common import report, table
 from model.data import LANGUAGES
 from model.eval import evaluate, seam_report, vae_ceiling
+from model.probes import direction_bias
 
 TARGETS = {"colour": 0.90, "motion": 0.80, "gap": 0.10, "seam": 1.2}
 
@@ -59,6 +60,26 @@ def main(argv: list[str] | None = None) -> dict:
         + f"\n\nMost common confusions: colour {ev['confusions']['colour']}, "
         f"motion {ev['confusions']['motion']}\n"
     )
+    by_motion = {}
+    for c in ev["cases"]:
+        by_motion.setdefault(c["motion"], []).append(c["got_motion"] == c["motion"])
+    text += "\nMotion right, by motion: " + ", ".join(
+        f"{k} {sum(v) / len(v):.0%}" for k, v in by_motion.items()
+    )
+    bias = direction_bias(m)
+    bias_rows = [
+        ["model", *(f"{bias['by_lang'][lg]:+.3f}" for lg in LANGUAGES), f"{bias['model']:+.3f}"],
+        ["data", *([""] * len(LANGUAGES)), f"{bias['data']:+.3f}"],
+    ]
+    text += (
+        "\n\n#### Direction read at t = 1 (`model/probes.py`, no sampling)\n\n"
+        "Shift of the product along the caption's axis, first to last frame, in the clip the"
+        " DiT predicts from pure noise (1 = all of it moves the captioned way, 0 = an even"
+        " mix of both directions), for the held-out moving triples; the data row is the"
+        " same measure on the average of real clips of each triple.\n\n"
+        + table(["", *LANGUAGES, "all"], bias_rows)
+        + "\n"
+    )
     seams = seam_report(a.model, prompt=ev["cases"][0]["prompt"], seconds=a.seconds,
                         steps=a.steps, guidance=a.guidance, shift=a.shift, overlap=4,
                         more_overlaps=(6,))  # fmt: skip
@@ -95,6 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
         "model": a.model,
         "weights_sha256": m.weights_digest(),
         "vae_ceiling": ceiling,
+        "motion_by_motion": {k: sum(v) / len(v) for k, v in by_motion.items()},
+        "direction_bias": bias,
         "seams": seams,
         "cases": ev["cases"],
     }

@@ -1,0 +1,118 @@
+"""Does the DiT read the direction words? A probe at t = 1 that needs no sampling.
+
+At t = 1 the DiT's input is pure noise, so the flow-matching optimum of its velocity is
+`noise - E[x0 | caption]`: the clip it predicts, `noise - v`, is the average clip the
+caption describes. For "moves to the left" that average starts on the right and ends on
+the left. A model that has learned the axis of a motion but not its direction predicts an
+even mix of both directions: the product on both sides in the first and in the last frame.
+`direction_bias` measures which of the two the model predicts, per language and motion,
+and the same measure on the average of real clips of each caption (through the model's
+VAE) is what a model that had learned the data would predict.
+
+The shipped `small` model's direction errors in `model.eval` (most motion errors are the
+opposite direction) come from here: see `model/weights/small/TRAINING.md`.
+
+    python -m model.probes --model small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import model
+from model.data import HELD_OUT, LANGUAGES, caption, render_clip, sample_clip
+from model.video import VideoModel
+
+MOVES = ("left", "right", "up", "down")
+_AXIS = {"left": -1, "right": -1, "up": -2, "down": -2}  # latent axis (W or H) of the motion
+_SIGN = {"left": -1.0, "right": 1.0, "up": -1.0, "down": 1.0}  # towards higher index = +
+
+
+def clip_shift(x0: Tensor, motion: str) -> Tensor:
+    """Signed shift [B] of the product from first to last frame along the motion's axis.
+
+    `x0` [B, C, T, H, W] are latents whose first three channels are colours (as the
+    block-average VAE's are). The product is where a frame differs from its own mean; its
+    balance is (mass in the far half - mass in the near half) / mass along the axis, and
+    the shift is half the change of balance from the first to the last frame, signed so
+    that the caption's direction is positive. 0: no preferred direction; 1: all mass
+    moves from one half to the other in the caption's direction.
+    """
+    if motion not in _AXIS:
+        raise ValueError(f"motion must be one of {MOVES}, got {motion!r}")
+    rgb = x0[:, :3].float()
+    mass = (rgb - rgb.mean(dim=(-2, -1), keepdim=True)).abs().sum(1)  # (B, T, H, W)
+    profile = mass.sum(dim=-1 if _AXIS[motion] == -2 else -2)  # (B, T, n) along the axis
+    half = profile.shape[-1] // 2
+    near, far = profile[..., :half].sum(-1), profile[..., -half:].sum(-1)  # (B, T)
+    balance = (far - near) / (far + near).clamp_min(1e-8)
+    return _SIGN[motion] * (balance[:, -1] - balance[:, 0]) / 2
+
+
+@torch.no_grad()
+def direction_bias(
+    m: VideoModel,
+    *,
+    frames: int = 17,
+    size: int = 64,
+    draws: int = 8,
+    languages: tuple[str, ...] = LANGUAGES,
+    seed: int = 0,
+) -> dict:
+    """`clip_shift` of the predicted clip at t = 1 for the held-out moving triples.
+
+    Returns {"model": mean score, "by_lang": {lang: score}, "by_motion": {motion: score},
+    "data": the same score of the mean of `draws` real clips of each triple (different
+    sizes, backgrounds and pans) through the model's VAE, i.e. of what the model would
+    predict had it learned the data}. Each caption's prediction is averaged over `draws`
+    noise draws before it is scored.
+    """
+    shape = m.latent_shape(frames, size, size)
+    noise = torch.cat([model.noise((1, *shape), seed * 1000 + k) for k in range(draws)])
+    noise = noise.to(m.device, m.dtype)
+    t = torch.ones(draws, device=m.device, dtype=m.dtype)
+    scores: dict[tuple[str, str], list[float]] = {}
+    data: list[float] = []
+    for i, (product, colour, motion) in enumerate(HELD_OUT):
+        if motion not in MOVES:
+            continue
+        rng = np.random.default_rng([seed, 11, i])
+        clips = [sample_clip(rng, product=product, colour=colour, motion=motion)
+                 for _ in range(draws)]  # fmt: skip
+        video = np.stack([render_clip(c, frames, size, size) for c in clips])
+        real = m.encode(torch.from_numpy(video)).mean(0, keepdim=True)
+        data.append(float(clip_shift(real, motion)[0]))
+        for lang in languages:
+            cond = m.encode_text([caption(clips[0], lang, rng)] * draws)
+            x0 = (noise - m.velocity(noise, t, cond)).mean(0, keepdim=True)
+            scores.setdefault((lang, motion), []).append(float(clip_shift(x0, motion)[0]))
+
+    def mean(keep) -> float:
+        return float(np.mean([s for key, v in scores.items() if keep(*key) for s in v]))
+
+    return {
+        "model": mean(lambda _lang, _motion: True),
+        "by_lang": {lang: mean(lambda lg, _m, lang=lang: lg == lang) for lang in languages},
+        "by_motion": {mo: mean(lambda _l, m2, mo=mo: m2 == mo) for mo in MOVES},
+        "data": float(np.mean(data)),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="small", help="preset name or checkpoint directory")
+    parser.add_argument("--draws", type=int, default=8)
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(False)
+    result = direction_bias(model.load(args.model).eval(), draws=args.draws)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
