@@ -81,8 +81,8 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
     return torch.cat([args.cos(), args.sin()], dim=-1)
 
 
-def rope_tables(layout: Layout, head_dim: int, theta: float, device) -> Tensor:
-    """Unit complex rotations [L, head_dim/2] of 3D rotary positions for every token.
+def rope_tables(layout: Layout, head_dim: int, theta: float, device) -> tuple[Tensor, Tensor]:
+    """cos/sin tables [L, head_dim/2] of 3D rotary positions for every token of the layout.
 
     The head dim is split into a time part and two equal spatial parts (as Wan does), so
     positions along t, h and w rotate disjoint channel pairs.
@@ -90,7 +90,7 @@ def rope_tables(layout: Layout, head_dim: int, theta: float, device) -> Tensor:
     d_hw = 2 * (head_dim // 6)
     dims = (head_dim - 2 * d_hw, d_hw, d_hw)
     inv = [1.0 / theta ** (torch.arange(0, d, 2, device=device).float() / d) for d in dims]
-    angles = []
+    cos, sin = [], []
     for T, H, W in layout.distinct_grids:
         pos = torch.stack(
             torch.meshgrid(
@@ -101,9 +101,10 @@ def rope_tables(layout: Layout, head_dim: int, theta: float, device) -> Tensor:
             ),
             dim=-1,
         ).reshape(-1, 3)  # (T*H*W, 3)
-        angles.append(torch.cat([pos[:, i, None].float() * inv[i][None] for i in range(3)], -1))
-    ang = torch.cat(angles)  # (L, head_dim/2)
-    return torch.polar(torch.ones_like(ang), ang)
+        ang = torch.cat([pos[:, i, None].float() * inv[i][None] for i in range(3)], dim=-1)
+        cos.append(ang.cos())
+        sin.append(ang.sin())
+    return torch.cat(cos), torch.cat(sin)  # (L, head_dim/2)
 
 
 def abs_pos_features(grid: tuple[int, int, int], freqs: int, device) -> Tensor:
@@ -127,14 +128,13 @@ def abs_pos_features(grid: tuple[int, int, int], freqs: int, device) -> Tensor:
     return torch.cat([ang.sin(), ang.cos()], dim=-1).flatten(1)  # (L, 6F)
 
 
-def apply_rope(x: Tensor, rot: Tensor) -> Tensor:
-    """Rotate channel pairs of x [B, L, H, D] by the unit complex rotations rot [L, D/2].
-
-    One complex multiply (in float32): ~4x faster forward + backward on CPU than rotating
-    the pairs with real cos/sin arithmetic, which spends its time on copies.
-    """
-    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, L, H, D/2)
-    return torch.view_as_real(xc * rot[None, :, None]).flatten(-2).type_as(x)
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate channel pairs of x [B, L, H, D] by the position angles (float32)."""
+    xf = x.float().unflatten(-1, (-1, 2))  # (B, L, H, D/2, 2)
+    x0, x1 = xf.unbind(-1)
+    c, s = cos[None, :, None], sin[None, :, None]  # (1, L, 1, D/2)
+    out = torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], dim=-1)
+    return out.flatten(-2).type_as(x)
 
 
 class SelfAttention(nn.Module):
@@ -149,10 +149,10 @@ class SelfAttention(nn.Module):
         self.q_norm = RMSNorm(config.head_dim, config.eps) if qk else nn.Identity()
         self.k_norm = RMSNorm(config.head_dim, config.eps) if qk else nn.Identity()
 
-    def forward(self, x: Tensor, rope: Tensor, attn_kwargs: dict) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], attn_kwargs: dict) -> Tensor:
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).unbind(2)  # (B,L,H,Dh)
-        q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
+        q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
         return self.proj(attention(q, k, v, **attn_kwargs).reshape(B, L, D))
 
 
@@ -171,12 +171,9 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: Tensor, text: Tensor, attn_kwargs: dict) -> Tensor:
         B, L, D = x.shape
-        kv = self.kv(text)
-        mask = attn_kwargs.get("kv_mask")
-        if mask is not None:  # `text` is the real tokens [N, D]: lay K/V out as [B, Lt]
-            kv = kv.new_zeros(*mask.shape, kv.shape[-1]).masked_scatter(mask[..., None], kv)
+        Lt = text.shape[1]
         q = self.q_norm(self.q(x).view(B, L, self.heads, -1))  # (B, L, H, Dh)
-        k, v = kv.view(B, kv.shape[1], 2, self.heads, -1).unbind(2)  # (B, Lt, H, Dh)
+        k, v = self.kv(text).view(B, Lt, 2, self.heads, -1).unbind(2)  # (B, Lt, H, Dh)
         return self.proj(attention(q, self.k_norm(k), v, **attn_kwargs).reshape(B, L, D))
 
 
@@ -292,9 +289,7 @@ class DiT(nn.Module):
         temb = self.time_embed(timestep_embedding(t, self.config.freq_dim).to(x.dtype))  # (N, D)
         temb = temb + self.text_pool(pooled.to(x.dtype))
         mod = self.time_proj(temb).float().view(-1, 6, D)  # (N, 6, D)
-        if text_mask is not None:  # projections see the real tokens only, not padding
-            text = text[text_mask]  # (N, text_dim)
-        text = self.text_embed(text)  # (N, D), or (1, ΣLt, D) when packed
+        text = self.text_embed(text)  # (B, Lt, D)
         rope = rope_tables(layout, self.config.head_dim, self.config.rope_theta, x.device)
         self_kw, cross_kw = layout.attn_kwargs(text_mask)
         for block in self.blocks:

@@ -100,12 +100,7 @@ class RMSNorm(nn.Module):
 
 
 class TextBlock(nn.Module):
-    """Pre-norm bidirectional transformer block with key-padding attention.
-
-    It works on the real tokens only, `x` [N, D] with N = mask.sum(): norms, projections
-    and the MLP never see padding (a training batch of captions is ~40% padding), and only
-    attention lays the tokens out as [B, L] with the mask.
-    """
+    """Pre-norm bidirectional transformer block with key-padding attention."""
 
     def __init__(self, dim: int, heads: int, eps: float):
         super().__init__()
@@ -117,10 +112,10 @@ class TextBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU("tanh"), nn.Linear(4 * dim, dim))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        (B, L), D = mask.shape, x.shape[-1]
-        qkv = x.new_zeros(B, L, 3 * D).masked_scatter(mask[..., None], self.qkv(self.norm1(x)))
-        q, k, v = qkv.view(B, L, 3, self.heads, D // self.heads).unbind(dim=2)  # (B,L,H,Dh)
-        x = x + self.proj(attention(q, k, v, kv_mask=mask).reshape(B, L, D)[mask])
+        B, L, D = x.shape
+        qkv = self.qkv(self.norm1(x)).view(B, L, 3, self.heads, D // self.heads)  # (B,L,3,H,Dh)
+        q, k, v = qkv.unbind(dim=2)
+        x = x + self.proj(attention(q, k, v, kv_mask=mask).reshape(B, L, D))
         return x + self.mlp(self.norm2(x))
 
 
@@ -149,12 +144,12 @@ class TextEncoder(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, tokens: Tensor, mask: Tensor) -> TextCond:
-        B, L = tokens.shape
-        x = self.embed(tokens[mask]) + self.pos[:L].expand(B, -1, -1)[mask]  # (N, D) real
+        L = tokens.shape[1]
+        x = self.embed(tokens) + self.pos[:L]  # (B, L, D)
         for block in self.blocks:
             x = block(x, mask)
-        out = x.new_zeros(B, L, x.shape[-1]).masked_scatter(mask[..., None], self.norm(x))
-        return TextCond(out, mask)  # padding rows are exactly zero
+        x = self.norm(x) * mask[..., None]  # padding rows are exactly zero
+        return TextCond(x, mask)
 
     def encode(self, prompts: list[str]) -> TextCond:
         """Encode a list of prompts in any script."""

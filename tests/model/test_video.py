@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import model
-from model.dit import Layout, abs_pos_features, apply_rope, rope_tables
+from model.dit import abs_pos_features
 from model.flops import count_params, dit_step_flops
 from model.sampling import euler, flow_timesteps
 
@@ -174,16 +174,3 @@ def test_absolute_positions_let_a_uniform_input_give_a_placed_output(tiny):
     relative = model.build(tiny.config.model_copy(update={"abs_pos": 0}), zero_init=False)
     v = relative.velocity(x, 1.0, relative.encode_text(["a red bottle moves left"]))
     assert token_shift_gap(v) < 1e-5
-
-
-def test_rope_rotates_each_channel_pair_by_its_angle():
-    # The complex multiply must equal the textbook real rotation of pairs (x0, x1).
-    layout = Layout([(3, 2, 2)], packed=False)
-    rot = rope_tables(layout, head_dim=12, theta=10_000.0, device="cpu")  # (12, 6)
-    x = torch.randn(2, 12, 3, 12)
-    cos, sin = rot.real[None, :, None], rot.imag[None, :, None]
-    x0, x1 = x[..., 0::2], x[..., 1::2]
-    expected = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
-    assert torch.allclose(apply_rope(x, rot), expected, atol=1e-6)
-    assert torch.allclose(rot.abs(), torch.ones(12, 6))  # unit rotations keep norms
-    assert torch.allclose(rot[0], torch.ones(6, dtype=rot.dtype))  # position (0, 0, 0): none
