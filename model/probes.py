@@ -77,7 +77,7 @@ def direction_bias(
     noise = torch.cat([model.noise((1, *shape), seed * 1000 + k) for k in range(draws)])
     noise = noise.to(m.device, m.dtype)
     t = torch.ones(draws, device=m.device, dtype=m.dtype)
-    scores: dict[tuple[str, str], list[float]] = {}
+    rows: list[tuple[str, str, float]] = []  # (language, motion, score)
     data: list[float] = []
     for i, (product, colour, motion) in enumerate(HELD_OUT):
         if motion not in MOVES:
@@ -91,15 +91,17 @@ def direction_bias(
         for lang in languages:
             cond = m.encode_text([caption(clips[0], lang, rng)] * draws)
             x0 = (noise - m.velocity(noise, t, cond)).mean(0, keepdim=True)
-            scores.setdefault((lang, motion), []).append(float(clip_shift(x0, motion)[0]))
+            rows.append((lang, motion, float(clip_shift(x0, motion)[0])))
 
-    def mean(keep) -> float:
-        return float(np.mean([s for key, v in scores.items() if keep(*key) for s in v]))
+    def mean(lang: str | None = None, motion: str | None = None) -> float:
+        return float(
+            np.mean([s for lg, mo, s in rows if lang in (None, lg) and motion in (None, mo)])
+        )
 
     return {
-        "model": mean(lambda _lang, _motion: True),
-        "by_lang": {lang: mean(lambda lg, _m, lang=lang: lg == lang) for lang in languages},
-        "by_motion": {mo: mean(lambda _l, m2, mo=mo: m2 == mo) for mo in MOVES},
+        "model": mean(),
+        "by_lang": {lang: mean(lang=lang) for lang in languages},
+        "by_motion": {motion: mean(motion=motion) for motion in MOVES},
         "data": float(np.mean(data)),
     }
 
