@@ -541,7 +541,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vae-lr", type=float, default=3e-4)
     p.add_argument("--kl-weight", type=float, default=1e-4)
     p.add_argument("--bank-batch", type=int, default=8)
-    p.add_argument("--batch", type=int, default=24, help="DiT batch size")
+    p.add_argument("--batch", type=int, default=16, help="DiT batch size (16 beat 24 on CPU)")
     p.add_argument("--lr", type=float, default=8e-4, help="DiT learning rate")
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--t-shift", type=float, default=1.0, help="shift of the training t")
