@@ -9,9 +9,10 @@ even mix of both directions: the product on both sides in the first and in the l
 and the same measure on the average of real clips of each caption (through the model's
 VAE) is what a model that had learned the data would predict.
 
-The shipped `small` model scores 0.03 where real clips score 0.39, which is why most of
-its motion errors in `model.eval` are the opposite direction; trained on past its budget
-it climbs to 0.26 at 12,000 DiT steps (`model/weights/small/TRAINING.md`).
+The shipped `small` model scores 0.21 where real clips score 0.39. Its batch-24
+predecessor scored 0.03 in the same training minutes, and most of its motion errors in
+`model.eval` were the opposite direction; the score follows DiT steps, not clips seen
+(`model/weights/small/TRAINING.md`).
 
     python -m model.probes --model small
 """

@@ -47,5 +47,8 @@ def test_direction_bias_on_the_shipped_model():
     out = direction_bias(m, draws=2, languages=("en", "zh"))
     assert set(out["by_lang"]) == {"en", "zh"} and set(out["by_motion"]) == set(MOVES)
     assert out["data"] > 0.3  # the VAE keeps the motion: a learned model could score this
-    assert -1.0 <= out["model"] <= 1.0
+    # The shipped weights read direction words (0.24 here; the batch-24 checkpoint before
+    # them scored 0.03): every moving direction leans the captioned way.
+    assert 0.1 < out["model"] <= 1.0
+    assert all(score > 0.0 for score in out["by_motion"].values())
     assert out["model"] == pytest.approx(np.mean(list(out["by_lang"].values())))
