@@ -29,6 +29,12 @@ class ModelConfig(BaseModel):
     text_dim: int = Field(256, ge=8, description="Width of the text encoder.")
     text_depth: int = Field(2, ge=1, description="Transformer layers of the text encoder.")
     text_heads: int = Field(4, ge=1, description="Attention heads of the text encoder.")
+    text_conv: int = Field(
+        0,
+        ge=0,
+        description="Width (odd, in bytes) of a convolution over the byte embeddings before "
+        "the transformer, so each byte sees its word; 0 = none.",
+    )
 
     # --- diffusion transformer ------------------------------------------------------
     patch_size: tuple[int, int, int] = Field((1, 2, 2), description="(t, h, w) latent patch.")
@@ -59,6 +65,8 @@ class ModelConfig(BaseModel):
             raise ValueError(
                 f"text_dim ({self.text_dim}) must be divisible by text_heads ({self.text_heads})"
             )
+        if self.text_conv % 2 == 0 and self.text_conv:
+            raise ValueError(f"text_conv ({self.text_conv}) must be odd (centred) or 0 (none)")
         head_dim = self.dim // self.heads
         if head_dim % 2 or head_dim < 12:
             raise ValueError(f"head_dim ({head_dim}) must be even and >= 12 for 3D rotary")

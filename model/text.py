@@ -4,6 +4,11 @@ Prompts are read as UTF-8 bytes, so there is no vocabulary file and every script
 (zh, ja, ko, ar, he, th, hi, emoji). Token ids: 0 = padding, 1 = BOS, 2 + b for byte b.
 Every prompt starts with BOS, so the empty prompt is a real one-token sequence: it is the
 unconditional prompt that classifier-free guidance uses.
+
+A byte alone means little: "roja" and "rosa" (es red, pink), "rouge" and "rose" share
+most of their bytes. With `text_conv` set, a convolution over the byte embeddings gives
+each byte its neighbours before the transformer, so words are formed in one step instead
+of by attention layers (as the n-gram stems of byte/character models such as CANINE).
 """
 
 from __future__ import annotations
@@ -127,6 +132,12 @@ class TextEncoder(nn.Module):
         self.max_len = config.text_max_len
         self.embed = nn.Embedding(VOCAB_SIZE, config.text_dim, padding_idx=PAD)
         self.pos = nn.Parameter(torch.zeros(config.text_max_len, config.text_dim))
+        width = config.text_conv
+        self.conv = (
+            nn.Conv1d(config.text_dim, config.text_dim, width, padding=width // 2)
+            if width
+            else None
+        )
         self.blocks = nn.ModuleList(
             TextBlock(config.text_dim, config.text_heads, config.eps)
             for _ in range(config.text_depth)
@@ -142,10 +153,17 @@ class TextEncoder(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+        if self.conv is not None:  # small: each byte starts as itself, plus a little context
+            nn.init.xavier_uniform_(self.conv.weight, gain=0.2)
+            nn.init.zeros_(self.conv.bias)
 
     def forward(self, tokens: Tensor, mask: Tensor) -> TextCond:
         L = tokens.shape[1]
         x = self.embed(tokens) + self.pos[:L]  # (B, L, D)
+        if self.conv is not None:
+            # Padding is zeroed first, so a prompt's bytes see the same zeros past its end
+            # whether it is encoded alone or beside a longer prompt.
+            x = x + self.conv((x * mask[..., None]).transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             x = block(x, mask)
         x = self.norm(x) * mask[..., None]  # padding rows are exactly zero

@@ -369,6 +369,8 @@ def train(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = model.config.get_preset(args.preset)
+    if args.text_conv is not None:
+        cfg = model.config.ModelConfig.model_validate({**dict(cfg), "text_conv": args.text_conv})
     m = model.build(cfg, zero_init=True, device=args.device).train()
     vae_opt = torch.optim.AdamW(m.vae.parameters(), lr=args.vae_lr, betas=(0.9, 0.99))
     groups = [{"params": list(m.dit.parameters()), "lr_scale": 1.0},
@@ -513,6 +515,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (defaults: the shipped `small` run)."""
     p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="small", help="model preset to train")
+    p.add_argument(
+        "--text-conv", type=int, default=None, help="byte convolution width of the text encoder"
+    )
     p.add_argument("--out", required=True, help="run directory (resumes if it has state.pt)")
     p.add_argument("--minutes", type=float, default=55.0, help="wall-clock budget, all phases")
     p.add_argument("--seed", type=int, default=0, help="data and training seed")
@@ -556,6 +561,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--frames and --vae-frames must be of the form 4n+1")
     if args.size % 16 or args.vae_crop % 8 or args.vae_crop > args.size:
         p.error("--size must be a multiple of 16 and --vae-crop a multiple of 8 <= size")
+    width = args.text_conv
+    if width is not None and (width < 0 or (width and width % 2 == 0)):
+        p.error("--text-conv must be an odd width in bytes, or 0 for none")
     if not 0 <= args.vae_share + args.bank_share + args.align_share < 1:
         p.error("--vae-share + --bank-share + --align-share must be in [0, 1)")
     return args

@@ -5,6 +5,8 @@ import warnings
 import pytest
 import torch
 
+import model
+from model.config import ModelConfig
 from model.text import BOS, PAD, TextCond, tokenize
 
 PROMPTS = {
@@ -81,3 +83,35 @@ def test_pooled_is_the_mean_of_real_tokens_only(tiny):
     assert torch.allclose(cond.pooled()[0], cond.emb[0, :n].mean(0), atol=1e-6)
     alone = tiny.encode_text(["short"]).pooled()[0]
     assert (cond.pooled()[0] - alone).abs().max() <= 1e-5  # padding never counts
+
+
+def _conv_encoder(width: int) -> model.VideoModel:
+    config = ModelConfig.model_validate({**dict(model.PRESETS["tiny"]), "text_conv": width})
+    return model.build(config, zero_init=False)
+
+
+def test_byte_conv_gives_each_byte_its_neighbours():
+    m = _conv_encoder(3)
+    # "rosa" and "roja" differ in one byte; with the convolution, the bytes next to it
+    # ("o" and "a") differ too, before any attention.
+    tokens, mask = tokenize(["rosa", "roja"], max_len=16)
+    x = m.text.embed(tokens) + m.text.pos[: tokens.shape[1]]
+    mixed = x + m.text.conv((x * mask[..., None]).transpose(1, 2)).transpose(1, 2)
+    assert (x[0, 2] == x[1, 2]).all() and (x[0, 4] == x[1, 4]).all()
+    assert (mixed[0, 2] != mixed[1, 2]).any() and (mixed[0, 4] != mixed[1, 4]).any()
+    assert m.text.conv.weight.shape[-1] == 3
+
+
+def test_byte_conv_keeps_a_prompt_independent_of_its_batch():
+    m = _conv_encoder(5)
+    alone = m.encode_text(["short"])
+    batched = m.encode_text(["short", "a much longer prompt than the first one"])
+    n = int(alone.mask.sum())
+    assert (batched.emb[0, :n] - alone.emb[0, :n]).abs().max() <= 1e-5
+    assert (batched.emb[0, n:] == 0).all()
+
+
+def test_byte_conv_width_must_be_odd():
+    with pytest.raises(ValueError, match=r"text_conv \(4\) must be odd"):
+        _conv_encoder(4)
+    assert model.build("tiny").text.conv is None  # presets without it are unchanged

@@ -109,3 +109,19 @@ def test_mirror_reverse_relabels_and_never_makes_a_held_out_triple():
             for flags in [(True, False), (False, True), (True, True)]:
                 out = mirror_reverse(z, c, *flags)[1]
                 assert not is_held_out(out.product, out.colour, out.motion)
+
+
+def test_text_conv_trains_into_the_checkpoint_config(tmp_path):
+    args = parse_args([*TOY, "--out", str(tmp_path), "--vae-steps", "0", "--bank-steps", "1",
+                       "--align-steps", "3", "--align-batch", "4", "--dit-steps", "3",
+                       "--text-conv", "3"])  # fmt: skip
+    checkpoint = train(args)
+    assert read_header(str(checkpoint))["config"].text_conv == 3
+    assert model.load(str(checkpoint)).text.conv.weight.shape[-1] == 3
+
+
+@pytest.mark.parametrize("width", ["4", "-1"])
+def test_bad_text_conv_is_a_clear_cli_error(width, capsys):
+    with pytest.raises(SystemExit):
+        parse_args([*TOY, "--out", "x", "--text-conv", width])
+    assert "--text-conv must be an odd width" in capsys.readouterr().err
