@@ -147,17 +147,20 @@ def caption_probe(
     for attr in attributes:
         y_fit = np.array([getattr(c, attr) for c in train])
         y_held = np.array([getattr(c, attr) for c in test])
-        labels = np.array(sorted(set(y_fit)))
-
-        def accuracy(x: np.ndarray, fit_x: np.ndarray, y_held=y_held, y_fit=y_fit, labels=labels):
-            centroids = np.stack([fit_x[y_fit == k].mean(0) for k in labels])
-            return float((labels[(x @ centroids.T).argmax(1)] == y_held).mean())
-
         out[attr] = {
-            "own": {lang: accuracy(held[lang], fit[lang]) for lang in LANGUAGES},
-            "from_en": {lang: accuracy(held[lang], fit["en"]) for lang in LANGUAGES},
+            "own": {lang: _accuracy(held[lang], y_held, fit[lang], y_fit) for lang in LANGUAGES},
+            "from_en": {
+                lang: _accuracy(held[lang], y_held, fit["en"], y_fit) for lang in LANGUAGES
+            },
         }
     return out
+
+
+def _accuracy(x: np.ndarray, y: np.ndarray, fit_x: np.ndarray, y_fit: np.ndarray) -> float:
+    """Share of rows of `x` whose nearest class centroid (dot) of `fit_x` has label `y`."""
+    labels = np.unique(y_fit)
+    centroids = np.stack([fit_x[y_fit == k].mean(0) for k in labels])
+    return float((labels[(x @ centroids.T).argmax(1)] == y).mean())
 
 
 def main(argv: list[str] | None = None) -> dict:

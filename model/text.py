@@ -157,13 +157,17 @@ class TextEncoder(nn.Module):
             nn.init.xavier_uniform_(self.conv.weight, gain=0.2)
             nn.init.zeros_(self.conv.bias)
 
-    def forward(self, tokens: Tensor, mask: Tensor) -> TextCond:
-        L = tokens.shape[1]
-        x = self.embed(tokens) + self.pos[:L]  # (B, L, D)
+    def embed_bytes(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        """Byte + position embeddings [B, L, D], mixed with their neighbours by `conv`."""
+        x = self.embed(tokens) + self.pos[: tokens.shape[1]]  # (B, L, D)
         if self.conv is not None:
             # Padding is zeroed first, so a prompt's bytes see the same zeros past its end
             # whether it is encoded alone or beside a longer prompt.
             x = x + self.conv((x * mask[..., None]).transpose(1, 2)).transpose(1, 2)
+        return x
+
+    def forward(self, tokens: Tensor, mask: Tensor) -> TextCond:
+        x = self.embed_bytes(tokens, mask)
         for block in self.blocks:
             x = block(x, mask)
         x = self.norm(x) * mask[..., None]  # padding rows are exactly zero

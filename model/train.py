@@ -42,6 +42,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pydantic
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
@@ -361,6 +362,14 @@ def _budget(args, phase: str) -> tuple[int, float]:
     return steps, args.minutes * 60.0 * share[phase]
 
 
+def model_config(args: argparse.Namespace) -> model.config.ModelConfig:
+    """The preset's config with the command line's overrides, validated."""
+    cfg = model.config.get_preset(args.preset)
+    if args.text_conv is None:
+        return cfg
+    return model.config.ModelConfig.model_validate({**dict(cfg), "text_conv": args.text_conv})
+
+
 def train(args: argparse.Namespace) -> Path:
     """Run (or resume) the four phases into `args.out`; returns the checkpoint directory."""
     torch.set_num_threads(args.threads)
@@ -368,9 +377,7 @@ def train(args: argparse.Namespace) -> Path:
     warnings.filterwarnings("ignore", message=r"prompts\[\d+\] is \d+ bytes", category=UserWarning)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = model.config.get_preset(args.preset)
-    if args.text_conv is not None:
-        cfg = model.config.ModelConfig.model_validate({**dict(cfg), "text_conv": args.text_conv})
+    cfg = model_config(args)
     m = model.build(cfg, zero_init=True, device=args.device).train()
     vae_opt = torch.optim.AdamW(m.vae.parameters(), lr=args.vae_lr, betas=(0.9, 0.99))
     groups = [{"params": list(m.dit.parameters()), "lr_scale": 1.0},
@@ -561,9 +568,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--frames and --vae-frames must be of the form 4n+1")
     if args.size % 16 or args.vae_crop % 8 or args.vae_crop > args.size:
         p.error("--size must be a multiple of 16 and --vae-crop a multiple of 8 <= size")
-    width = args.text_conv
-    if width is not None and (width < 0 or (width and width % 2 == 0)):
+    try:
+        model_config(args)  # the config's own checks, reported as a CLI error
+    except pydantic.ValidationError:
         p.error("--text-conv must be an odd width in bytes, or 0 for none")
+    except ValueError as e:  # an unknown --preset
+        p.error(str(e))
     if not 0 <= args.vae_share + args.bank_share + args.align_share < 1:
         p.error("--vae-share + --bank-share + --align-share must be in [0, 1)")
     return args
