@@ -120,6 +120,7 @@ PRESETS: dict[str, ModelConfig] = {
         text_dim=128,
         text_depth=2,
         text_heads=4,
+        text_conv=5,
         dim=192,
         depth=6,
         heads=4,

@@ -523,7 +523,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="small", help="model preset to train")
     p.add_argument(
-        "--text-conv", type=int, default=None, help="byte convolution width of the text encoder"
+        "--text-conv",
+        type=int,
+        default=None,
+        help="byte convolution width of the text encoder (default: the preset's; 0 = none)",
     )
     p.add_argument("--out", required=True, help="run directory (resumes if it has state.pt)")
     p.add_argument("--minutes", type=float, default=55.0, help="wall-clock budget, all phases")
