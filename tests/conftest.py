@@ -16,6 +16,13 @@ def tiny() -> model.VideoModel:
     return model.load("tiny")
 
 
+@pytest.fixture(scope="session")
+def shipped() -> model.VideoModel:
+    """The shipped `small` checkpoint in eval mode, loaded once (tests only read it)."""
+    torch.set_num_threads(2)
+    return model.load("small").eval()
+
+
 @pytest.fixture(params=["local", "memory"])
 def storage_url(request, tmp_path):
     """A fresh directory URL on local disk, then on fsspec's memory filesystem."""

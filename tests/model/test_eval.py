@@ -86,16 +86,15 @@ def test_vae_ceiling_reads_the_clips_through_the_vae():
     assert vae_ceiling(m, triples=HELD_OUT[:8]) == {"colour": 0.0, "motion": 0.0}
 
 
-def test_shipped_model_follows_held_out_prompts_in_every_language():
+def test_shipped_model_follows_held_out_prompts_in_every_language(shipped):
     """A slice of `bench_eval` on the shipped weights: 8 held-out triples x 6 languages.
 
     The full run scores colour 95% and motion 86% (`benchmarks/README.md`); random or
     mis-loaded weights, a sampler bug or a text-encoder change would land near chance
     (11% / 12.5%) and fail here.
     """
-    m = model.load("small").eval()
     triples = HELD_OUT[::6]
-    report = evaluate(m, triples=triples, batch=24, log=lambda _: None)
+    report = evaluate(shipped, triples=triples, batch=24, log=lambda _: None)
     assert len(report["cases"]) == len(triples) * 6
     acc = report["accuracy"]
     assert acc["colour"]["all"] >= 0.8 and acc["motion"]["all"] >= 0.7

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import model
 from model.data import LANGUAGES, render_clip, sample_clip
 from model.probes import MOVES, caption_probe, clip_shift, direction_bias
 
@@ -42,9 +41,8 @@ def test_clip_shift_names_a_bad_motion():
         clip_shift(torch.zeros(1, 3, 5, 8, 8), "zoom_in")
 
 
-def test_direction_bias_on_the_shipped_model():
-    m = model.load("small").eval()
-    out = direction_bias(m, draws=2, languages=("en", "zh"))
+def test_direction_bias_on_the_shipped_model(shipped):
+    out = direction_bias(shipped, draws=2, languages=("en", "zh"))
     assert set(out["by_lang"]) == {"en", "zh"} and set(out["by_motion"]) == set(MOVES)
     assert out["data"] > 0.3  # the VAE keeps the motion: a learned model could score this
     # The shipped weights read direction words as well as the data allows (0.38 here, the
@@ -55,9 +53,8 @@ def test_direction_bias_on_the_shipped_model():
     assert out["model"] == pytest.approx(np.mean(list(out["by_lang"].values())))
 
 
-def test_caption_probe_on_the_shipped_model():
-    m = model.load("small").eval()
-    out = caption_probe(m, train_clips=300, test_clips=100)
+def test_caption_probe_on_the_shipped_model(shipped):
+    out = caption_probe(shipped, train_clips=300, test_clips=100)
     assert set(out) == {"colour", "motion"}
     for attr in out.values():
         assert set(attr["own"]) == set(attr["from_en"]) == set(LANGUAGES)
