@@ -9,9 +9,9 @@ import tempfile
 import time
 
 from benchmarks.common import report, table
-from farm.campaign import campaign_id, expand
-from farm.manifest import Manifest
-from farm.spec import load_spec
+from farm.campaign.expand import campaign_id, expand
+from farm.campaign.manifest import Manifest
+from farm.campaign.spec import load_spec
 
 LANGS = ["en", "es", "fr", "de", "pt"]
 REGIONS = ["US", "GB", "MX", "ES", "FR", "DE", "BR", "CA", "AU", "IN"]

@@ -4,7 +4,7 @@
     python -m benchmarks.bench_eval --limit 12      # the first 12 held-out triples only
 
 Colour and motion accuracy over the 48 held-out (product, colour, motion) triples, in each
-of the six caption languages, judged from the pixels by `model.eval`; then the seam ratio
+of the six caption languages, judged from the pixels by `model.training.eval`; then the seam ratio
 of a 30 s video through the window engine vs independent chunks, and whether two renders
 of the same prompt and seed encode to the same MP4 bytes.
 """
@@ -17,9 +17,9 @@ import torch
 
 import model
 from benchmarks.common import report, table
-from model.data import LANGUAGES
-from model.eval import evaluate, seam_report, vae_ceiling
-from model.probes import direction_bias
+from model.training.data import LANGUAGES
+from model.training.eval import evaluate, seam_report, vae_ceiling
+from model.training.probes import direction_bias
 
 TARGETS = {"colour": 0.90, "motion": 0.80, "gap": 0.10, "seam": 1.2}
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         ["data", *([""] * len(LANGUAGES)), f"{bias['data']:+.3f}"],
     ]
     text += (
-        "\n\n#### Direction read at t = 1 (`model/probes.py`, no sampling)\n\n"
+        "\n\n#### Direction read at t = 1 (`model/training/probes.py`, no sampling)\n\n"
         "Shift of the product along the caption's axis, first to last frame, in the clip the"
         " DiT predicts from pure noise (1 = all of it moves the captioned way, 0 = an even"
         " mix of both directions), for the held-out moving triples; the data row is the"

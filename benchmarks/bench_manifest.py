@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from benchmarks.common import median_time, report, table
-from farm.manifest import Manifest
-from farm.schemas import EVENTS, VARIANTS
+from farm.campaign.manifest import Manifest
+from farm.campaign.tables import EVENTS, VARIANTS
 
 SIZES = (10_000, 100_000, 1_000_000)
 EVENTS_TOTAL, PARTS = 10_000, 10

@@ -24,13 +24,13 @@ import torch
 from ray import serve
 
 from benchmarks.common import report, table
-from farm.engine import VideoJob, render
-from farm.executors import LocalExecutor
-from farm.media import Provenance, write_video_outputs
-from farm.render_local import frames_for
+from farm.output.local import frames_for
+from farm.output.media import Provenance, write_video_outputs
+from farm.render.engine import VideoJob, render
+from farm.render.executors import LocalExecutor
 from farm.serve.app import build_app
 from farm.serve.executor import ServeExecutor
-from farm.serve.schemas import FarmAppArgs
+from farm.serve.wire import FarmAppArgs
 
 VIDEO = {"seconds": 1.0, "size": "128x64", "fps": 16, "steps": 4, "guidance": 3.0}
 

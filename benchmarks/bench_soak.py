@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import report, table
-from tests.ray_head import free_ports, ray_head
+from tests.helpers.ray_head import free_ports, ray_head
 
 APP = "soak"
 
@@ -126,8 +126,8 @@ def run_campaign(address: str, root: str, spec: Path, args, faults: bool) -> dic
     import ray
     from ray.job_submission import JobSubmissionClient
 
-    from farm.jobs import campaign_logs, resume_campaign, submit_campaign, wait_for
-    from farm.manifest import Manifest
+    from farm.campaign.manifest import Manifest
+    from farm.jobs.client import campaign_logs, resume_campaign, submit_campaign, wait_for
 
     job = {
         "concurrency": args.concurrency,

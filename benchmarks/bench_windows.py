@@ -19,10 +19,10 @@ import ray
 import torch
 
 from benchmarks.common import median_time, report, table
-from farm.engine import VideoJob, render, sample_latents
-from farm.executors import LocalExecutor, RayExecutor
-from farm.halo import run_round
-from farm.quality import seam_ratio
+from farm.render.engine import VideoJob, render, sample_latents
+from farm.render.executors import LocalExecutor, RayExecutor
+from farm.render.halo import run_round
+from farm.render.seams import seam_ratio
 
 FPS, SIZE = 24, 128  # one resolution for every length: 1:1 feed format
 
@@ -52,7 +52,7 @@ def one_point(seconds: int, windowed: bool) -> dict:
     start = time.perf_counter()
     z = sample_latents(ex, job)
     sampled = time.perf_counter()
-    from farm.engine import decode_video
+    from farm.render.engine import decode_video
 
     decode_video(ex, z, job.decode_chunk)
     done = time.perf_counter()
@@ -200,7 +200,7 @@ class SleepWorker:
         return out
 
     def window_round(self, layout, g, ts, prompts, negative, guidance, *received):
-        """The real halo exchange (farm.halo) around a sleeping forward."""
+        """The real halo exchange (farm.render.halo) around a sleeping forward."""
         c0 = time.process_time()
 
         def advance(xs, ts, prompts):
@@ -343,7 +343,7 @@ def scaling_both() -> tuple[str, dict]:
 
 
 def sync_every() -> tuple[str, dict]:
-    from tests.farm.engine_models import FunctionExecutor, temporal_gaussian
+    from tests.helpers.engine_models import FunctionExecutor, temporal_gaussian
 
     rows, data = [], []
     job = VideoJob(

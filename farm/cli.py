@@ -43,7 +43,7 @@ def render(
 ) -> None:
     """Render one video in this process and write MP4 + poster + provenance JSON."""
     import model
-    from farm.render_local import RenderRequest, parse_size, render_to_storage
+    from farm.output.local import RenderRequest, parse_size, render_to_storage
 
     try:
         width, height = parse_size(size)
@@ -92,8 +92,8 @@ def demo(
     if in_process:
         _demo_in_process(spec_path, root, model_ref, limit)
         return
-    from farm.campaign import campaign_id
-    from farm.jobs import submit_campaign
+    from farm.campaign.expand import campaign_id
+    from farm.jobs.client import submit_campaign
     from farm.local_farm import local_farm
 
     start = time.perf_counter()
@@ -132,7 +132,7 @@ def serve_farm(
 ) -> None:
     """Run the farm's Serve app on a local Ray until Ctrl-C (settings from env or YAML)."""
     from farm.local_farm import local_farm
-    from farm.serve.schemas import FarmAppArgs
+    from farm.serve.wire import FarmAppArgs
     from farm.settings import Settings, get_settings
 
     with _errors("cannot start the farm"), contextlib.suppress(KeyboardInterrupt):
@@ -155,11 +155,11 @@ def serve_farm(
 
 def _demo_in_process(spec_path: str, root: str, model_ref: str, limit: int) -> None:
     """The demo without Ray: the same runner and renderer, in this process."""
-    from farm.campaign import campaign_id
-    from farm.executors import LocalExecutor
-    from farm.manifest import Manifest
-    from farm.runner import render_pending
-    from farm.variant_render import output_dir
+    from farm.campaign.expand import campaign_id
+    from farm.campaign.manifest import Manifest
+    from farm.jobs.loop import render_pending
+    from farm.output.render import output_dir
+    from farm.render.executors import LocalExecutor
 
     spec, variants = _load_campaign(spec_path)
     cid = campaign_id(spec)
@@ -206,9 +206,9 @@ app.add_typer(campaign_app, name="campaign")
 
 def _load_campaign(path: str):
     """Read a spec (YAML/JSON) or a feed (CSV/Parquet) file into (spec-or-None, variants)."""
-    from farm.campaign import expand, expand_feed
-    from farm.feed import load_feed
-    from farm.spec import load_spec
+    from farm.campaign.expand import expand, expand_feed
+    from farm.campaign.feed import load_feed
+    from farm.campaign.spec import load_spec
 
     data = Path(path).read_bytes()
     suffix = Path(path).suffix.lower()
@@ -223,7 +223,7 @@ def campaign_schema() -> None:
     """Print the JSON schema of a campaign spec (every field documented)."""
     import json
 
-    from farm.spec import spec_json_schema
+    from farm.campaign.spec import spec_json_schema
 
     typer.echo(json.dumps(spec_json_schema(), indent=2, ensure_ascii=False))
 
@@ -233,7 +233,7 @@ def campaign_validate(
     path: str = typer.Argument(..., help="Campaign spec (.yaml/.json) or feed (.csv/.parquet)."),
 ) -> None:
     """Check a spec or feed: errors name the field; prints variant count and GPU-seconds."""
-    from farm.campaign import summary
+    from farm.campaign.expand import summary
 
     try:
         spec, variants = _load_campaign(path)
@@ -275,8 +275,8 @@ def _errors(what: str = "error"):
         console.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(130) from None
     except Exception as e:
-        from farm.manifest_io import ManifestError
-        from farm.spec import SpecError
+        from farm.campaign.manifest_io import ManifestError
+        from farm.campaign.spec import SpecError
 
         known = (ManifestError, SpecError, OSError, RuntimeError, TimeoutError, ValueError)
         kind = "" if isinstance(e, known) else f"{type(e).__name__}: "
@@ -323,7 +323,7 @@ TIMEOUT = typer.Option(3600.0, help="With --wait: give up after this many second
 
 def _follow(address: str, root: str, cid: str, sid: str, timeout: float) -> None:
     """A progress bar fed by the manifest until the job ends; exit 1 unless it succeeded."""
-    from farm.jobs import TERMINAL_JOB, campaign_status
+    from farm.jobs.client import TERMINAL_JOB, campaign_status
 
     deadline = time.monotonic() + timeout
     with _progress() as bar:
@@ -358,7 +358,7 @@ def campaign_submit(
     timeout: float = TIMEOUT,
 ) -> None:
     """Render a campaign as a Ray Job; submitting it again while it runs finds the same job."""
-    from farm.jobs import submit_campaign
+    from farm.jobs.client import submit_campaign
 
     with _errors("cannot submit"):
         with console.status("validating and submitting"):
@@ -387,7 +387,7 @@ def campaign_resume(
     timeout: float = TIMEOUT,
 ) -> None:
     """Start a new job for the variants still pending (finished ones are never re-rendered)."""
-    from farm.jobs import resume_campaign
+    from farm.jobs.client import resume_campaign
 
     with _errors("cannot resume"):
         sid = resume_campaign(
@@ -412,7 +412,7 @@ def campaign_status_cmd(
     """Progress by status x locale x format, with ETA (from the manifest)."""
     from rich.live import Live
 
-    from farm.jobs import campaign_status
+    from farm.jobs.client import campaign_status
 
     with _errors():
         st = campaign_status(root, campaign, address or None)
@@ -429,8 +429,8 @@ def campaign_status_cmd(
 @campaign_app.command("list")
 def campaign_list(root: str = ROOT) -> None:
     """Every campaign under the root with its counts by status."""
-    from farm.jobs import list_campaigns
-    from farm.schemas import STATUSES
+    from farm.campaign.tables import STATUSES
+    from farm.jobs.client import list_campaigns
 
     with _errors():
         rows = list_campaigns(root)
@@ -451,7 +451,7 @@ def campaign_cancel(
     address: str = ADDRESS,
 ) -> None:
     """Cancel: the job stops between variants and marks the rest cancelled."""
-    from farm.jobs import cancel_campaign
+    from farm.jobs.client import cancel_campaign
 
     with _errors("cannot cancel"):
         try:
@@ -470,7 +470,7 @@ def campaign_logs_cmd(
     campaign: str = typer.Argument(..., help="Campaign id."), address: str = ADDRESS
 ) -> None:
     """The logs of the campaign's jobs (progress lines), oldest first."""
-    from farm.jobs import campaign_logs
+    from farm.jobs.client import campaign_logs
 
     with _errors():
         text = campaign_logs(address, campaign)
@@ -491,7 +491,7 @@ def manifest_show(
     """Each variant's latest status, as a table (first N rows)."""
     import pyarrow.compute as pc
 
-    from farm.manifest import Manifest
+    from farm.campaign.manifest import Manifest
 
     with _errors():
         rows = Manifest.open(root, campaign).status()
@@ -522,8 +522,8 @@ def verify(
     """
     import fsspec
 
-    from farm import watermark as wm
-    from farm.media import Provenance, probe_mp4
+    from farm.output import watermark as wm
+    from farm.output.media import Provenance, probe_mp4
 
     with _errors():
         with fsspec.open(file, "rb") as f:
@@ -563,7 +563,7 @@ def eval_model(
     out: str = typer.Option("", help="Write the full JSON report (every clip) here."),
 ) -> None:
     """Does the model follow prompts? Colour and motion accuracy per language, and seams."""
-    from model.eval import main as eval_main
+    from model.training.eval import main as eval_main
 
     argv = ["--model", preset, "--limit", str(limit), "--steps", str(steps)]
     argv += ["--guidance", str(guidance), "--seconds", str(seconds)]

@@ -14,7 +14,7 @@ import ray
 from ray import serve
 
 from farm.serve.app import build_app
-from farm.serve.schemas import FarmAppArgs
+from farm.serve.wire import FarmAppArgs
 
 APP_NAME = "farm"
 

@@ -25,9 +25,9 @@ import time
 import ray
 
 from farm import metrics
-from farm.jobs import cancel_requested, render_concurrently
-from farm.manifest import Manifest
-from farm.spec import FailureBudget
+from farm.campaign.manifest import Manifest
+from farm.campaign.spec import FailureBudget
+from farm.jobs.client import cancel_requested, render_concurrently
 
 
 def _executor(preset: str, actors: int, serve_app: str | None, priority: int = 0):
@@ -47,7 +47,7 @@ def _executor(preset: str, actors: int, serve_app: str | None, priority: int = 0
             return ServeExecutor(handle, interactive=False, priority=priority)
         except Exception as error:  # no such app, Serve not running: fall back to actors
             print(f"Serve app {serve_app!r} unavailable ({error}); using actors", flush=True)
-    from farm.executors import RayExecutor
+    from farm.render.executors import RayExecutor
 
     print(f"rendering on {actors} actor(s) with preset {preset!r}", flush=True)
     return RayExecutor(preset, num_actors=actors, num_cpus=1)

@@ -110,7 +110,7 @@ PRESETS: dict[str, ModelConfig] = {
         freq_dim=32,
         abs_pos=2,
     ),
-    # CPU demo default; trained by model/train.py.
+    # CPU demo default; trained by model/training/train.py.
     "small": ModelConfig(
         name="small",
         latent_channels=8,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the system packages the text overlay (farm/overlay.py) needs.
+# Install the system packages the text overlay (farm/output/overlay.py) needs.
 #
 #   * Noto fonts: Latin, Arabic, Hebrew, Thai, Devanagari (fonts-noto-core) and
 #     Chinese (SC/TC), Japanese and Korean (fonts-noto-cjk, one .ttc collection).

@@ -3,6 +3,6 @@
 `farm.serve.app:build_app(FarmAppArgs)` builds it; see farm/serve/app.py for how to run it.
 """
 
-from farm.serve.schemas import CreateVideoRequest, FarmAppArgs, Video
+from farm.serve.wire import CreateVideoRequest, FarmAppArgs, Video
 
 __all__ = ["CreateVideoRequest", "FarmAppArgs", "Video"]

@@ -40,7 +40,7 @@ from farm.serve import campaigns
 from farm.serve.auth import Auth, authenticate, deployment
 from farm.serve.dashboard import router as dashboard_router
 from farm.serve.director import videos_dir
-from farm.serve.schemas import CreateVideoRequest, Limits, RequestError, VideoRequest, owns
+from farm.serve.wire import CreateVideoRequest, Limits, RequestError, VideoRequest, owns
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from ray.serve import Application
 from farm.serve.api import Api
 from farm.serve.director import Director
 from farm.serve.renderer import Renderer
-from farm.serve.schemas import FarmAppArgs
+from farm.serve.wire import FarmAppArgs
 
 __all__ = ["FarmAppArgs", "build_app", "renderer_options"]
 

@@ -26,7 +26,7 @@ from typing import Any
 from fastapi import Request
 from starlette.exceptions import HTTPException
 
-from farm.serve.schemas import ANONYMOUS_TENANT
+from farm.serve.wire import ANONYMOUS_TENANT
 
 __all__ = [
     "ANONYMOUS_TENANT",

@@ -29,12 +29,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from farm.jobs import CampaignError, cancel_campaign, list_campaigns, submit_campaign
-from farm.manifest import Manifest, ManifestNotFound
+from farm.campaign.manifest import Manifest, ManifestNotFound
+from farm.campaign.spec import CampaignSpec, SpecError, fill, load_spec
+from farm.jobs.client import CampaignError, cancel_campaign, list_campaigns, submit_campaign
 from farm.policy import PolicyViolation, PromptPolicy
-from farm.serve.schemas import ANONYMOUS_TENANT, Limits, RequestError
+from farm.serve.wire import ANONYMOUS_TENANT, Limits, RequestError
 from farm.settings import TENANT_NAME
-from farm.spec import CampaignSpec, SpecError, fill, load_spec
 
 CAMPAIGN_ID = re.compile(r"[0-9a-f]{16}")  # with fullmatch: "$" would let a "\n" through
 # Product ids, format names and locale codes name variants and may name files: letters,

@@ -35,11 +35,11 @@ import pyarrow.compute as pc
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from farm.manifest import Manifest, ManifestNotFound
+from farm.campaign.manifest import Manifest, ManifestNotFound
+from farm.output.render import output_dir
 from farm.serve.auth import COOKIE, Unauthorized, authenticate, current_tenant, deployment
 from farm.serve.campaigns import CAMPAIGN_ID, tenant_root
-from farm.serve.schemas import RequestError
-from farm.variant_render import output_dir
+from farm.serve.wire import RequestError
 
 __all__ = ["router"]
 

@@ -21,11 +21,11 @@ import fsspec
 from ray import serve
 
 from farm import metrics
-from farm.engine import VideoJob, render
-from farm.media import Provenance, write_video_outputs
+from farm.output.media import Provenance, write_video_outputs
+from farm.render.engine import VideoJob, render
 from farm.serve.executor import ServeExecutor
-from farm.serve.schemas import CreateVideoRequest, Video, VideoError
-from farm.serve.schemas import VideoStatus as Status
+from farm.serve.wire import CreateVideoRequest, Video, VideoError
+from farm.serve.wire import VideoStatus as Status
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import numpy as np
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from torch import Tensor
 
-from farm.engine import WindowStep
-from farm.worker import as_tensor
+from farm.render.engine import WindowStep
+from farm.render.worker import as_tensor
 
 log = logging.getLogger(__name__)
 

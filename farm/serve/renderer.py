@@ -29,9 +29,9 @@ import numpy as np
 from ray import serve
 
 from farm import metrics
-from farm.engine import WindowStep
+from farm.render.engine import WindowStep
+from farm.render.worker import ModelWorker, as_tensor
 from farm.serve.gate import PriorityGate, work_key
-from farm.worker import ModelWorker, as_tensor
 
 # (latent [C, T, H, W], starts, stops, ts, prompts, negatives, guidances): one video's step
 StepsRequest = tuple[np.ndarray, list, list, list, list, list, list]

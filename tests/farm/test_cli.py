@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from farm.cli import app
-from farm.media import probe_mp4
-from model.eval import dominant_colour, motion_of
+from farm.output.media import probe_mp4
+from model.training.eval import dominant_colour, motion_of
 
 runner = CliRunner()
 

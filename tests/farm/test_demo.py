@@ -6,11 +6,11 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from farm.campaign import campaign_id
+from farm.campaign.expand import campaign_id
+from farm.campaign.manifest import Manifest
+from farm.campaign.spec import load_spec
 from farm.cli import app
-from farm.manifest import Manifest
-from farm.media import probe_mp4
-from farm.spec import load_spec
+from farm.output.media import probe_mp4
 
 
 def free_port() -> int:

@@ -135,7 +135,7 @@ def test_env_dict_nested_delimiter(clean_env: pytest.MonkeyPatch):
 
 
 def test_unrelated_farm_variables_are_ignored(clean_env: pytest.MonkeyPatch):
-    # FARM_FONT_DIR belongs to farm.fonts; it must not trip extra="forbid".
+    # FARM_FONT_DIR belongs to farm.output.fonts; it must not trip extra="forbid".
     clean_env.setenv("FARM_FONT_DIR", "/usr/share/fonts")
     assert Settings().model == "small"
 
@@ -320,7 +320,7 @@ def test_get_settings_cached_and_reset(clean_env: pytest.MonkeyPatch):
 
 
 def test_serve_app_args_come_from_settings():
-    from farm.serve.schemas import FarmAppArgs
+    from farm.serve.wire import FarmAppArgs
 
     settings = Settings(model="tiny", renderer_max_replicas=5, renderer_min_replicas=0, window=8)
     args = FarmAppArgs.from_settings(settings, app_name="other")
@@ -347,7 +347,7 @@ def test_prompt_policy_from_yaml_and_env(tmp_path, monkeypatch):
 
 
 def test_fairness_settings_reach_the_serve_app(monkeypatch):
-    from farm.serve.schemas import FarmAppArgs
+    from farm.serve.wire import FarmAppArgs
     from farm.settings import Settings
 
     monkeypatch.setenv("FARM_RENDERER_INTERACTIVE_THREADS", "2")

@@ -15,11 +15,11 @@ import fsspec
 import pytest
 
 from farm import storage
-from farm.executors import LocalExecutor
-from farm.jobs import render_concurrently
-from farm.manifest import Manifest
-from farm.media import probe_mp4
-from tests.farm.test_jobs import write_spec
+from farm.campaign.manifest import Manifest
+from farm.jobs.client import render_concurrently
+from farm.output.media import probe_mp4
+from farm.render.executors import LocalExecutor
+from tests.farm.jobs.test_client import write_spec
 
 
 def test_retry_rides_out_transient_errors_and_gives_up_after_the_window(monkeypatch):
@@ -114,8 +114,8 @@ def test_s3_outage_mid_campaign_loses_nothing(s3_server, tmp_path):
     }
     root = f"{base}/outage-{time.time_ns()}"
     spec = write_spec(tmp_path / "spec.yaml", "s3-outage", products=2, formats=2)
-    from farm.campaign import campaign_id, expand
-    from farm.jobs import _load_spec
+    from farm.campaign.expand import campaign_id, expand
+    from farm.jobs.client import _load_spec
 
     loaded = _load_spec(spec)
     manifest = Manifest.create(

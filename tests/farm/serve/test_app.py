@@ -14,8 +14,8 @@ import ray
 import requests
 from ray import serve
 
-from farm.media import probe_mp4
-from farm.render_local import frames_for
+from farm.output.local import frames_for
+from farm.output.media import probe_mp4
 from farm.serve.app import FarmAppArgs, build_app
 
 BASE = {"prompt": "a red bottle on a beach", "size": "64x32", "seconds": 0.5, "fps": 16}

@@ -23,17 +23,16 @@ from fastapi.routing import APIRoute
 from ray import serve
 from starlette.routing import Mount, Route
 
-from farm.jobs import prepare_campaign
+from farm.jobs.client import prepare_campaign
 from farm.serve.api import in_process
 from farm.serve.app import FarmAppArgs, build_app
 from farm.serve.auth import PUBLIC_PATHS
 from farm.serve.campaigns import tenant_root
 from farm.settings import hash_token
-from tests.farm.serve.inprocess import AsgiClient
+from tests.helpers.inprocess import AsgiClient
+from tests.helpers.paths import EXAMPLE_SPEC
 
-EXAMPLE = yaml.safe_load(
-    (Path(__file__).resolve().parents[3] / "examples" / "campaign.yaml").read_text("utf-8")
-)
+EXAMPLE = yaml.safe_load(EXAMPLE_SPEC.read_text("utf-8"))
 TOKENS = {hash_token("acme-token"): "acme", hash_token("globex-token"): "globex"}
 ACME = {"Authorization": "Bearer acme-token"}
 GLOBEX = {"Authorization": "Bearer globex-token"}

@@ -20,14 +20,14 @@ import requests
 import yaml
 from ray import serve
 
-from farm.executors import LocalExecutor
-from farm.jobs import prepare_campaign
-from farm.manifest import Manifest
-from farm.runner import render_pending
+from farm.campaign.manifest import Manifest
+from farm.jobs.client import prepare_campaign
+from farm.jobs.loop import render_pending
+from farm.render.executors import LocalExecutor
 from farm.serve.app import FarmAppArgs, build_app
 from farm.serve.campaigns import tenant_root
+from tests.helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[3]
 TOKEN, OTHER = "acme-dashboard-token", "globex-dashboard-token"
 
 

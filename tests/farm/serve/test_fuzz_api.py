@@ -20,7 +20,6 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -34,13 +33,12 @@ from ray import serve
 from farm.serve.api import app as api_app
 from farm.serve.api import in_process
 from farm.serve.app import FarmAppArgs, build_app
-from farm.serve.schemas import tenant_tag
+from farm.serve.wire import tenant_tag
 from farm.settings import hash_token
-from tests.farm.serve.inprocess import AsgiClient
+from tests.helpers.inprocess import AsgiClient
+from tests.helpers.paths import EXAMPLE_SPEC
 
-EXAMPLE = yaml.safe_load(
-    (Path(__file__).resolve().parents[3] / "examples" / "campaign.yaml").read_text("utf-8")
-)
+EXAMPLE = yaml.safe_load(EXAMPLE_SPEC.read_text("utf-8"))
 OPENAPI = api_app.openapi()
 OPERATIONS = [
     (path, method.upper(), op)
@@ -297,7 +295,9 @@ def test_operation_never_answers_5xx(client: AsgiClient, path: str, method: str,
         url = path
         for name, value in req["path"].items():
             url = url.replace("{" + name + "}", value)
-        query = urlencode(req["query"])
+        # What goes on the wire is bytes: any text (lone surrogates too) as its UTF-8
+        # bytes, percent-encoded, so the query string is the ASCII a real client sends.
+        query = urlencode({k: v.encode("utf-8", "surrogatepass") for k, v in req["query"].items()})
         headers = dict(req["auth"])
         if req["content_type"]:
             headers["content-type"] = req["content_type"]

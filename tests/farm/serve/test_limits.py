@@ -16,11 +16,10 @@ import yaml
 
 from farm.serve.api import in_process
 from farm.settings import hash_token
-from tests.farm.serve.inprocess import AsgiClient
+from tests.helpers.inprocess import AsgiClient
+from tests.helpers.paths import EXAMPLE_SPEC
 
-EXAMPLE = yaml.safe_load(
-    (Path(__file__).resolve().parents[3] / "examples" / "campaign.yaml").read_text("utf-8")
-)
+EXAMPLE = yaml.safe_load(EXAMPLE_SPEC.read_text("utf-8"))
 TOKEN = "limits-token"
 VIDEO = {"prompt": "a red bottle", "size": "64x32", "seconds": 0.5, "fps": 16, "steps": 2}
 LIMITS = {
@@ -192,7 +191,7 @@ def test_body_over_the_limit_is_413_before_parsing(api: AsgiClient):
 
 
 def test_the_app_takes_limits_tokens_and_policy_from_settings():
-    from farm.serve.schemas import FarmAppArgs
+    from farm.serve.wire import FarmAppArgs
     from farm.settings import Settings
 
     settings = Settings(

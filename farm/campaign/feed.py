@@ -1,0 +1,122 @@
+"""Copy feeds: the spreadsheet form of a campaign, one fully specified variant per row.
+
+Teams that keep copy in spreadsheets send a feed (CSV or Parquet) instead of a campaign spec;
+`load_feed` validates it into an Arrow table with schema `FEED`, which
+`farm.campaign.expand_feed` maps onto the VARIANTS table. Every error names the row and
+column (`feed row 3, column width: ...`), and the loader raises `SpecError` and nothing else,
+whatever the input.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Any, Literal
+
+import pyarrow as pa
+from pydantic import Field, ValidationError
+
+from farm.campaign.spec import (
+    Fps,
+    LocaleCode,
+    NonBlank,
+    Pixels,
+    Seconds,
+    Slug,
+    SpecError,
+    Text,
+    _messages,
+    _Model,
+)
+
+Seed = Annotated[int, Field(ge=0, lt=2**31)]
+
+
+class FeedRow(_Model):
+    """One row of a copy feed: a fully specified variant (the prompt is literal text)."""
+
+    product_id: Slug = Field(description="Product slug.")
+    product_name: NonBlank = Field(description="Product display name.")
+    locale: LocaleCode = Field(description="BCP-47 locale code.")
+    headline: NonBlank = Field(description="Headline shown in the video.")
+    cta: NonBlank = Field(description="Call to action.")
+    prompt: NonBlank = Field(description="The prompt, literal (no placeholders are filled).")
+    negative_prompt: Text = Field("", description="What to steer away from.")
+    format: Slug = Field(description="Format name.")
+    width: Pixels = Field(description="Pixel width, a multiple of 16.")
+    height: Pixels = Field(description="Pixel height, a multiple of 16.")
+    duration_s: Seconds = Field(description="Length in seconds.")
+    seed: Seed | None = Field(None, description="Noise seed; derived from the content if empty.")
+    fps: Fps | None = Field(None, description="Frames per second; the campaign's if empty.")
+
+
+# Feed columns in order; seed and fps are null where the row does not give them.
+_FEED_TEXT = ("product_id", "product_name", "locale", "headline", "cta", "prompt")
+FEED = pa.schema(
+    [(name, pa.string()) for name in (*_FEED_TEXT, "negative_prompt", "format")]
+    + [("width", pa.int32()), ("height", pa.int32()), ("duration_s", pa.float32())]
+    + [("seed", pa.int64()), ("fps", pa.int32())]
+)
+FEED_OPTIONAL = ("negative_prompt", "seed", "fps")
+
+
+def _read_feed(data: bytes, fmt: str) -> pa.Table:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt == "parquet":
+        return pq.read_table(io.BytesIO(data))
+    if fmt != "csv":
+        raise SpecError([("feed", f"format must be 'csv' or 'parquet' (got {fmt!r})")])
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SpecError([("feed", f"not valid UTF-8: {e}")]) from None
+    # Everything as text: the row validation below owns the types and the messages.
+    header = next(csv.reader(io.StringIO(text)), [])
+    return pacsv.read_csv(
+        io.BytesIO(text.encode()),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in header}, strings_can_be_null=False
+        ),
+    )
+
+
+def load_feed(data: bytes, fmt: Literal["csv", "parquet"]) -> pa.Table:
+    """A validated feed table with schema `FEED`; SpecError naming row and column otherwise.
+
+    Row numbers count data rows from 1 (the CSV header is not a row). Empty cells of the
+    optional columns (negative_prompt, seed, fps) mean "not given".
+    """
+    try:
+        raw = _read_feed(data, fmt)
+    except SpecError:
+        raise
+    except Exception as e:  # pyarrow raises several types for malformed files
+        raise SpecError([("feed", f"not a readable {fmt.upper()} file: {e}")]) from None
+    names = [n.strip() for n in raw.schema.names]
+    missing = [n for n in FEED.names if n not in names and n not in FEED_OPTIONAL]
+    twice = sorted({n for n in names if names.count(n) > 1 and n in FEED.names})
+    if missing or twice:
+        problems = [f"missing required column {n!r}" for n in missing]
+        raise SpecError(
+            [("feed", m) for m in problems + [f"column {n!r} appears twice" for n in twice]]
+        )
+    raw = raw.rename_columns(names)
+    columns = {n: raw.column(n).to_pylist() for n in FEED.names if n in names}
+    errors: list[tuple[str, str]] = []
+    rows: dict[str, list[Any]] = {n: [] for n in FEED.names}
+    for i in range(raw.num_rows):  # feeds are spreadsheet-sized; per-row messages matter
+        row = {n: col[i] for n, col in columns.items()}
+        row = {n: v for n, v in row.items() if not (n in FEED_OPTIONAL and v in ("", None))}
+        try:
+            valid = FeedRow.model_validate(row)
+        except ValidationError as e:
+            for path, msg in _messages(e):
+                errors.append((f"feed row {i + 1}, column {path}", msg))
+            continue
+        for n in FEED.names:
+            rows[n].append(getattr(valid, n))
+    if errors:
+        raise SpecError(errors)
+    return pa.table(rows, schema=FEED)

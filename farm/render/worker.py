@@ -1,0 +1,193 @@
+"""`ModelWorker`: one model replica's work, shared by every executor.
+
+It holds the model once, caches prompt encodings, groups window-steps of the same shape
+into forwards of at most `max_batch` (per-sample t, so steps of different videos at
+different times share a forward), and decodes latent chunks. The in-process executor
+wraps one; the Ray executor runs one per actor; the Serve Renderer holds one per replica.
+"""
+
+from __future__ import annotations
+
+import resource
+import threading
+import time
+import warnings
+from collections import OrderedDict, defaultdict
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import model
+from farm.render.engine import WindowStep, advance_windows
+from farm.render.halo import HaloLayout, run_round, window_advancer
+from model.text import TextCond
+
+
+def as_tensor(a: np.ndarray | Tensor) -> Tensor:
+    """A tensor over `a` without a copy.
+
+    Ray hands out read-only views of its object store; the farm only ever reads these
+    tensors (every update makes a new tensor), so aliasing them is safe and saves a copy of
+    each window per step.
+    """
+    if isinstance(a, Tensor):
+        return a
+    if a.flags.writeable:
+        return torch.from_numpy(a)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(a)
+
+
+class ModelWorker:
+    """A model replica: velocities for window-steps, text encodings, chunk decodes."""
+
+    def __init__(
+        self,
+        model_ref: str | model.VideoModel = "tiny",
+        *,
+        max_batch: int = 8,
+        device: str = "cpu",
+        threads: int | None = None,
+        cache_size: int = 512,
+    ):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = (
+            model_ref if not isinstance(model_ref, str) else model.load(model_ref, device=device)
+        )
+        self.max_batch = max_batch
+        self.cache_size = cache_size
+        self._conds: OrderedDict[str, TextCond] = OrderedDict()
+        self._lock = threading.Lock()
+        self.batch_sizes: list[int] = []  # one entry per forward, for tests and metrics
+        self.busy_seconds = 0.0
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(C, T, H, W) of the latent for a video of this size."""
+        return self.model.latent_shape(frames, height, width)
+
+    def model_info(self) -> dict[str, str]:
+        """Which model this replica holds: preset name and weights sha256 (for provenance)."""
+        return {"model": self.model.config.name, "weights_sha256": self.model.weights_digest()}
+
+    def encode(self, prompts: list[str]) -> TextCond:
+        """Encodings of `prompts`, batched into one TextCond, from an LRU cache by prompt.
+
+        Thread-safe: a Renderer replica may run an interactive call beside a campaign one.
+        """
+        with self._lock:
+            for prompt in dict.fromkeys(p for p in prompts if p not in self._conds):
+                # Alone, not batched with others: an encoding must not depend on its
+                # neighbours' padding, or the same prompt and seed would not give the same file.
+                self._conds[prompt] = self.model.encode_text([prompt])
+            for prompt in prompts:
+                self._conds.move_to_end(prompt)
+            conds = [self._conds[p] for p in prompts]
+            while len(self._conds) > self.cache_size:
+                self._conds.popitem(last=False)
+        return TextCond.cat(conds)
+
+    def velocities(self, xs: list[Tensor], ts: list[float], prompts: list[str]) -> list[Tensor]:
+        """Velocity of each latent xs[i] [C, T, H, W] at ts[i] under prompts[i]."""
+        start = time.perf_counter()
+        out: list[Tensor | None] = [None] * len(xs)
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, x in enumerate(xs):
+            groups[tuple(x.shape)].append(i)
+        device, dtype = self.model.device, self.model.dtype
+        for idx in groups.values():
+            for k in range(0, len(idx), self.max_batch):
+                chunk = idx[k : k + self.max_batch]
+                x = torch.stack([xs[i] for i in chunk]).to(device=device, dtype=dtype)
+                t = torch.tensor([ts[i] for i in chunk], dtype=torch.float32, device=device)
+                v = self.model.velocity(x, t, self.encode([prompts[i] for i in chunk]))
+                v = v.float().cpu()
+                self.batch_sizes.append(len(chunk))
+                for j, i in enumerate(chunk):
+                    out[i] = v[j]
+        self.busy_seconds += time.perf_counter() - start
+        return out  # type: ignore[return-value]
+
+    def run_steps(self, steps: list[WindowStep]) -> list[Tensor]:
+        """Guided velocities of window-steps: both CFG branches of a step share one batch."""
+        xs, ts, prompts, guided = [], [], [], []
+        for s in steps:
+            xs.append(s.x)
+            ts.append(s.t)
+            prompts.append(s.prompt)
+            if s.guidance != 1:
+                guided.append(s)
+        for s in guided:  # unconditional branches go after, in the same forwards
+            xs.append(s.x)
+            ts.append(s.t)
+            prompts.append(s.negative_prompt)
+        vs = self.velocities(xs, ts, prompts)
+        out, k = [], len(steps)
+        for i, s in enumerate(steps):
+            v = vs[i]
+            if s.guidance != 1:
+                v_u = vs[k]
+                k += 1
+                v = v_u + s.guidance * (v - v_u)
+            out.append(v)
+        return out
+
+    def run_arrays(self, latent, starts, stops, ts, prompts, negatives, guidances) -> list:
+        """run_steps on windows of one shared latent array (what Ray actors receive)."""
+        latent = as_tensor(latent)
+        steps = [
+            WindowStep(latent, a, b, t, p, n, g)
+            for a, b, t, p, n, g in zip(
+                starts, stops, ts, prompts, negatives, guidances, strict=True
+            )
+        ]
+        return [v.numpy() for v in self.run_steps(steps)]
+
+    def advance(self, x, windows, ts, prompts, negative, guidance) -> list[Tensor]:
+        """Run each window of x [1, C, T, H, W] through the steps `ts` here, with no fusion."""
+        return advance_windows(self.run_steps, x, windows, ts, prompts, negative, guidance)
+
+    def advance_arrays(self, latent, windows, ts, prompts, negative, guidance) -> list:
+        """advance on a latent array [C, T, H, W] (for Ray actors)."""
+        x = as_tensor(latent)[None]
+        return [w[0].numpy() for w in self.advance(x, windows, ts, prompts, negative, guidance)]
+
+    def window_round(
+        self,
+        layout: HaloLayout,
+        g: int,
+        ts: list[float],
+        prompts: list[str],
+        negative: str,
+        guidance: float,
+        *received,
+    ) -> list:
+        """One halo-exchange task (see farm.halo.run_round), then a token that it ran here.
+
+        The token is small, so whoever waits on a round can check it without fetching
+        the latents.
+        """
+        advance = window_advancer(self.run_steps, negative, guidance)
+        return [*run_round(layout, g, ts, prompts, received, advance), g]
+
+    def decode_chunk(self, z: Tensor | np.ndarray, start: int, stop: int) -> Tensor:
+        """uint8 frames [F, H, W, 3] of latent frames [start, stop) of z [1, C, T, H, W]."""
+        t0 = time.perf_counter()
+        z = as_tensor(z)
+        frames = self.model.decode_chunk(z.to(self.model.device), start, stop)[0].cpu()
+        self.busy_seconds += time.perf_counter() - t0
+        return frames
+
+    def stats(self) -> dict:
+        """Counters: forwards, batch sizes, busy seconds, peak RSS of this process (MiB)."""
+        return {
+            "forwards": len(self.batch_sizes),
+            "window_steps": sum(self.batch_sizes),
+            "max_batch_seen": max(self.batch_sizes, default=0),
+            "busy_seconds": self.busy_seconds,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }

@@ -1,0 +1,306 @@
+"""Campaigns as Ray Jobs on a real Ray head: submit, stop + resume, cancel, idempotent submit.
+
+The module starts its own head (`ray start --head --block`, every port picked free, its
+own temp dir), so it neither attaches to nor stops any other Ray instance on the machine;
+teardown ends the `--block` process, which takes its cluster down with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from farm.campaign.manifest import Manifest
+from farm.cli import app
+from farm.jobs.client import (
+    campaign_jobs,
+    cancel_campaign,
+    resume_campaign,
+    submit_campaign,
+    wait_for,
+)
+from farm.output.media import probe_mp4
+from tests.helpers.ray_head import ray_head as private_ray_head
+
+pytestmark = pytest.mark.slow
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A fresh Ray head with the Jobs API: yields (dashboard address, storage root)."""
+    root = str(tmp_path_factory.mktemp("jobs-root"))
+    with private_ray_head(num_cpus=4, markers=(root,)) as head:
+        yield head.dashboard_url, root
+
+
+PRODUCTS = ["cup", "jug", "mug", "pot"]
+LOCALES = {
+    "en-US": ("English", "Hi", "Buy", "{product} on a table"),
+    "de-DE": ("Deutsch", "Hallo", "Kaufen", "{product} auf dem Tisch"),
+}
+
+
+def write_spec(path: Path, name: str, products: int = 2, formats: int = 1) -> Path:
+    """A tiny campaign: products x 2 locales x formats, 64x64, 0.5 s at 8 fps, 2 steps."""
+    lines = [f"name: {name}", "brand: Acme", "products:"]
+    for p in PRODUCTS[:products]:
+        lines.append(f"  - {{id: {p}, name: Acme {p}, description: a small {p}}}")
+    lines.append("locales:")
+    for code, (language, headline, cta, prompt) in LOCALES.items():
+        lines.append(
+            f"  {code}: {{language: {language}, headline: {headline}, cta: {cta}, "
+            f'prompt: "{prompt}"}}'
+        )
+    lines.append("formats:")
+    for name_, aspect, w, h in [("square", "1:1", 64, 64), ("wide", "2:1", 128, 64)][:formats]:
+        lines.append(f'  - {{name: {name_}, aspect: "{aspect}", width: {w}, height: {h}}}')
+    lines += ["durations: [0.5]", "fps: 8", "preset: tiny", "steps: 2", "guidance: 1"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def wait_until(predicate, timeout: float = 90.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def statuses(manifest: Manifest) -> dict[str, dict]:
+    return {r["variant_id"]: r for r in manifest.status().to_pylist()}
+
+
+def count(manifest: Manifest, status: str) -> int:
+    return manifest.progress().by_status[status]
+
+
+def completed_events(manifest: Manifest) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in manifest.events().to_pylist():
+        if r["status"] == "completed":
+            out[r["variant_id"]] = out.get(r["variant_id"], 0) + 1
+    return out
+
+
+def test_submit_wait_renders_every_variant_once(ray_head, tmp_path):
+    address, root = ray_head
+    spec = write_spec(tmp_path / "spec.yaml", "jobs-wait")
+    args = ["--address", address, "--root", root]
+    result = runner.invoke(app, ["campaign", "submit", str(spec), *args, "--wait"])
+    assert result.exit_code == 0, result.output
+    cid, sid = re.search(r"campaign (\w+): job (\S+)", result.output).groups()
+    assert sid == f"campaign-{cid}"
+    manifest = Manifest.open(root, cid)
+    rows = statuses(manifest)
+    assert len(rows) == 4
+    assert all(r["status"] == "completed" and r["attempt"] == 1 for r in rows.values())
+    assert set(completed_events(manifest).values()) == {1}  # each rendered exactly once
+    for r in rows.values():
+        mp4 = Path(r["output_url"]).read_bytes()
+        assert hashlib.sha256(mp4).hexdigest() == r["sha256"]
+        info = probe_mp4(mp4)
+        assert (info.frames, info.width, info.height) == (r["frames"], r["width"], r["height"])
+    # Done: submitting again starts nothing new; the CLI reads it all back.
+    again = submit_campaign(spec, address=address, root=root)
+    assert again == (cid, f"campaign-{cid}")
+    assert len(campaign_jobs(address, cid)) == 1
+    status = runner.invoke(app, ["campaign", "status", cid, "--root", root, "--address", address])
+    assert status.exit_code == 0, status.output
+    assert "4 completed" in status.output and "SUCCEEDED" in status.output
+    watch = runner.invoke(app, ["campaign", "status", cid, "--root", root, "--watch"])
+    assert watch.exit_code == 0 and "0 to go" in watch.output  # nothing pending: returns
+    listing = runner.invoke(app, ["campaign", "list", "--root", root])
+    assert listing.exit_code == 0 and cid in listing.output
+    show = runner.invoke(app, ["manifest", "show", cid, "--root", root, "-n", "2"])
+    assert show.exit_code == 0 and "2 of 4 variants" in show.output
+    logs = runner.invoke(app, ["campaign", "logs", cid, "--address", address])
+    assert logs.exit_code == 0 and "[4/4]" in logs.output and "4 completed" in logs.output
+
+
+def test_stopped_job_resumes_without_rerendering(ray_head, tmp_path):
+    address, root = ray_head
+    spec = write_spec(tmp_path / "spec.yaml", "jobs-resume", products=4, formats=2)
+    cid, sid = submit_campaign(spec, address=address, root=root, concurrency=1, actors=1)
+    assert sid == f"campaign-{cid}"
+    manifest = Manifest.open(root, cid)
+    wait_until(lambda: count(manifest, "completed") >= 1, what="a first completed variant")
+    from ray.job_submission import JobSubmissionClient
+
+    JobSubmissionClient(address).stop_job(sid)
+    assert wait_for(address, sid, timeout=60) == "STOPPED"
+    before = {
+        vid: (r["sha256"], Path(r["output_url"]).stat().st_mtime_ns)
+        for vid, r in statuses(manifest).items()
+        if r["status"] == "completed"
+    }
+    assert 1 <= len(before) < 16, "the job must be stopped mid-way"
+
+    sid2 = resume_campaign(cid, address=address, root=root, concurrency=2, actors=2)
+    assert sid2 == f"campaign-{cid}-r2"
+    assert resume_campaign(cid, address=address, root=root) == sid2  # still running: same
+    assert wait_for(address, sid2, timeout=120) == "SUCCEEDED"
+    rows = statuses(manifest)
+    assert all(r["status"] == "completed" for r in rows.values())
+    for vid, (sha, mtime) in before.items():
+        assert rows[vid]["sha256"] == sha
+        assert Path(rows[vid]["output_url"]).stat().st_mtime_ns == mtime  # not re-rendered
+    assert all(completed_events(manifest)[vid] == 1 for vid in before)
+
+
+def test_cancel_marks_the_rest_cancelled(ray_head, tmp_path):
+    address, root = ray_head
+    spec = write_spec(tmp_path / "spec.yaml", "jobs-cancel", products=4, formats=2)
+    cid, sid = submit_campaign(spec, address=address, root=root, concurrency=1, actors=1)
+    # The same campaign submitted again while its job runs: the same job, not a second one.
+    assert submit_campaign(spec, address=address, root=root) == (cid, sid)
+    manifest = Manifest.open(root, cid)
+    wait_until(lambda: count(manifest, "completed") >= 1, what="a first completed variant")
+    args = ["--root", root, "--address", address]
+    result = runner.invoke(app, ["campaign", "cancel", cid, *args])
+    assert result.exit_code == 0, result.output
+    assert wait_for(address, sid, timeout=60) == "SUCCEEDED"
+    by_status = manifest.progress().by_status
+    assert by_status["completed"] >= 1 and by_status["cancelled"] >= 1
+    assert by_status["completed"] + by_status["cancelled"] == 16
+    cancelled = [r for r in statuses(manifest).values() if r["status"] == "cancelled"]
+    assert all(r["error_code"] == "cancelled" for r in cancelled)
+    # A cancelled campaign is not resumed; the CLI says so without a stack trace.
+    result = runner.invoke(app, ["campaign", "resume", cid, *args])
+    assert result.exit_code == 2 and "cancelled" in result.output
+    assert "Traceback" not in result.output
+    # Cancelling again (no job running, nothing pending) is harmless.
+    assert cancel_campaign(root, cid, address) == "0 pending variants marked cancelled"
+
+
+# ---- the job's loop in-process (no cluster): retries, backoff, cancel ----------------------
+
+
+class FlakyExecutor:
+    """A LocalExecutor whose first `failures` renders fail with a model error."""
+
+    def __init__(self, failures: int):
+        from farm.render.executors import LocalExecutor
+
+        self.inner, self.failures, self.calls = LocalExecutor("tiny"), failures, 0
+        self.lock = threading.Lock()
+
+    def latent_shape(self, frames, height, width):
+        with self.lock:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise RuntimeError("transient worker loss")
+        return self.inner.latent_shape(frames, height, width)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _local_campaign(tmp_path, name: str) -> tuple[str, Manifest]:
+    from farm.jobs.client import prepare_campaign
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    root = str(tmp_path / "root")
+    return root, prepare_campaign(write_spec(tmp_path / "spec.yaml", name), root)
+
+
+def test_failed_variants_are_retried_with_backoff(tmp_path):
+    from farm.jobs.client import render_concurrently
+
+    root, manifest = _local_campaign(tmp_path, "retry")
+    start = time.monotonic()
+    report = render_concurrently(
+        manifest, FlakyExecutor(failures=2), root, concurrency=2, backoff_s=0.2
+    )
+    assert (report.completed, report.failed, report.retries) == (4, 0, 2)
+    assert time.monotonic() - start >= 0.2  # waited before retrying
+    rows = statuses(manifest).values()
+    assert all(r["status"] == "completed" for r in rows)
+    assert sorted(r["attempt"] for r in rows) == [1, 1, 2, 2]
+    failed = [e for e in manifest.events().to_pylist() if e["status"] == "failed"]
+    assert [e["error_code"] for e in failed] == ["model_error", "model_error"]
+
+
+def test_retries_stop_at_max_attempts_and_skip_hopeless_failures(tmp_path):
+    from farm.jobs.client import render_concurrently
+
+    root, manifest = _local_campaign(tmp_path, "exhaust")
+    report = render_concurrently(
+        manifest, FlakyExecutor(failures=100), root, max_attempts=2, backoff_s=0.01
+    )
+    assert (report.completed, report.failed, report.retries) == (0, 4, 4)
+    assert {r["attempt"] for r in statuses(manifest).values()} == {2}
+    assert manifest.pending(max_attempts=2).num_rows == 0
+    # invalid input fails the same way every time: recorded once, not retried
+    root, manifest = _local_campaign(tmp_path / "bad", "invalid")
+    from farm.render.executors import LocalExecutor
+
+    report = render_concurrently(manifest, LocalExecutor("tiny"), root, window=4, overlap=4)
+    assert (report.failed, report.retries) == (4, 0)
+    assert {r["error_code"] for r in statuses(manifest).values()} == {"invalid_input"}
+
+
+def test_cancel_stops_dispatch_and_marks_the_rest(tmp_path):
+    from farm.jobs.client import render_concurrently
+    from farm.render.executors import LocalExecutor
+
+    root, manifest = _local_campaign(tmp_path, "cancel-local")
+    done: list[str] = []
+    report = render_concurrently(
+        manifest,
+        LocalExecutor("tiny"),
+        root,
+        concurrency=1,
+        cancelled=lambda: len(done) >= 1,
+        on_done=lambda row, status, s: done.append(status),
+    )
+    assert report.stopped_by_cancel and (report.completed, report.cancelled) == (1, 3)
+    assert manifest.progress().by_status["cancelled"] == 3
+    assert manifest.pending().num_rows == 0
+
+
+def test_failure_budget_stops_dispatch_and_says_why(tmp_path):
+    from farm.campaign.spec import FailureBudget
+    from farm.jobs.client import campaign_status, render_concurrently
+    from farm.render.executors import LocalExecutor
+
+    root, manifest = _local_campaign(tmp_path, "budget")
+    report = render_concurrently(
+        manifest,
+        FlakyExecutor(failures=100),
+        root,
+        concurrency=1,
+        max_attempts=1,
+        failure_budget=FailureBudget(max_failures=2),
+    )
+    # Two variants failed for good, then nothing new was dispatched: the rest wait.
+    assert (report.completed, report.failed) == (0, 2)
+    assert "failure_budget.max_failures = 2" in report.stopped_by_budget
+    assert manifest.progress().by_status["queued"] == 2
+    (run,) = manifest.runs()
+    assert run["stopped"] == "failure_budget" and run["epoch"] == report.epoch
+    assert campaign_status(root, manifest.campaign_id).last_run["reason"] == run["reason"]
+    # Fixed and resumed: the rest render, and the run record says it ran out of work.
+    report = render_concurrently(manifest, LocalExecutor("tiny"), root, max_attempts=1)
+    assert (report.completed, report.stopped_by_budget) == (2, None)
+    assert manifest.runs()[-1]["stopped"] is None
+
+
+def test_failure_budget_rate_waits_for_enough_finished_variants():
+    from farm.campaign.spec import FailureBudget
+
+    budget = FailureBudget(max_failures=None, max_failure_rate=0.25, min_finished=8)
+    assert budget.exceeded(failed=3, finished=4) is None  # too few to judge a rate
+    assert budget.exceeded(failed=2, finished=8) is None  # 25% is within the budget
+    assert "38% > failure_budget.max_failure_rate = 25%" in budget.exceeded(3, 8)
+    assert FailureBudget().exceeded(failed=10, finished=10) is None  # 10 < min_finished

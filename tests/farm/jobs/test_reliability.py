@@ -1,0 +1,151 @@
+"""Faults a campaign survives on a real local Ray + Serve: killed and sick Renderer replicas.
+
+Also (no cluster): a stale driver (older epoch) that keeps going after a resume changes
+nothing. Stopping a job mid-way and resuming it is in test_jobs; storage outages are in
+test_storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from ray import serve
+
+from farm.campaign.manifest import Manifest, StaleWriter
+from farm.jobs.client import prepare_campaign, render_concurrently
+from farm.jobs.loop import render_one
+from farm.output.media import probe_mp4
+from farm.serve.executor import ServeExecutor
+from farm.serve.renderer import Renderer
+from tests.farm.jobs.test_client import completed_events, statuses, wait_until, write_spec
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _init_ray() -> None:
+    for attempt in range(3):  # another test module may be starting Ray on the same ports
+        try:
+            ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+            return
+        except Exception:
+            if attempt == 2:
+                raise
+            time.sleep(2)
+
+
+@pytest.fixture(scope="module")
+def serve_pools():
+    """Two Renderer apps: `pool` (2 replicas) and `sick` (1 replica, unhealthy after 2)."""
+    _init_ray()
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+        pool = Renderer.options(num_replicas=2, health_check_period_s=1).bind(
+            "tiny", threads=1, batch_wait_s=0.01
+        )
+        sick = Renderer.options(num_replicas=1, health_check_period_s=0.5).bind(
+            "tiny", threads=1, max_consecutive_failures=2
+        )
+        serve.run(pool, name="pool", route_prefix=None)
+        serve.run(sick, name="sick", route_prefix=None)
+        yield
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _replicas(app: str) -> list[dict]:
+    return [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::{app}#Renderer")
+    ]
+
+
+def _kill_one(app: str) -> str:
+    (victim, *_) = _replicas(app)
+    ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]))
+    return victim["name"]
+
+
+def test_killed_renderer_replicas_mid_campaign(serve_pools, tmp_path):
+    root = str(tmp_path / "root")
+    manifest = prepare_campaign(write_spec(tmp_path / "s.yaml", "kill", formats=2), root)
+    executor = ServeExecutor(serve.get_deployment_handle("Renderer", "pool"))
+    result: dict = {}
+
+    def run() -> None:
+        result["report"] = render_concurrently(
+            manifest, executor, root, concurrency=2, backoff_s=0.2
+        )
+
+    driver = threading.Thread(target=run)
+    driver.start()
+    completed = lambda n: lambda: manifest.progress().by_status["completed"] >= n
+    wait_until(completed(1), timeout=60, what="a first completed variant")
+    killed = [_kill_one("pool")]
+    wait_until(completed(4), timeout=60, what="half the campaign")
+    killed.append(_kill_one("pool"))
+    driver.join(timeout=120)
+    assert not driver.is_alive() and len(set(killed)) == 2
+
+    report = result["report"]
+    assert (report.completed, report.failed) == (8, 0), report
+    rows = statuses(manifest)
+    assert all(r["status"] == "completed" for r in rows.values())
+    assert set(completed_events(manifest).values()) == {1}  # each completed exactly once
+    for r in rows.values():
+        mp4 = Path(r["output_url"]).read_bytes()
+        assert hashlib.sha256(mp4).hexdigest() == r["sha256"]
+        info = probe_mp4(mp4)
+        assert (info.frames, info.width, info.height) == (r["frames"], r["width"], r["height"])
+
+
+def test_renderer_failing_k_model_calls_in_a_row_is_replaced(serve_pools):
+    handle = serve.get_deployment_handle("Renderer", "sick")
+    before = handle.stats.remote().result()["pid"]
+    bad = np.zeros((3, 2, 8, 8), np.float32)  # 3 latent channels, not 4: the model rejects it
+    for _ in range(2):
+        with pytest.raises(Exception):  # noqa: B017 - whatever the model raises
+            handle.velocities.remote(bad, [0], [2], [0.5], ["x"], [""], [1.0]).result()
+    # Serve's health check fails, the replica is replaced, and new work runs on the new one.
+    wait_until(
+        lambda: handle.stats.remote().result()["pid"] != before, timeout=60, what="a new replica"
+    )
+    good = np.zeros((4, 2, 8, 8), np.float32)
+    (v,) = handle.velocities.remote(good, [0], [2], [0.5], ["x"], [""], [1.0]).result()
+    assert v.shape == good.shape
+    assert handle.stats.remote().result()["consecutive_failures"] == 0
+
+
+def test_stale_driver_after_a_resume_changes_nothing(tmp_path):
+    from farm.render.executors import LocalExecutor
+
+    root = str(tmp_path / "root")
+    manifest = prepare_campaign(write_spec(tmp_path / "s.yaml", "stale"), root)
+    executor = LocalExecutor("tiny")
+    stale = manifest.writer(worker="old driver")  # the driver that was stopped
+    report = render_concurrently(manifest, executor, root)  # the resume: a newer epoch
+    assert report.completed == 4
+    before = {vid: r["sha256"] for vid, r in statuses(manifest).items()}
+    events = manifest.events().num_rows
+    row = manifest.status().to_pylist()[0]
+    with pytest.raises(StaleWriter):
+        render_one(lambda e: stale.commit([e]), executor, row, 2, root)
+    with pytest.raises(StaleWriter):
+        stale.commit([{"variant_id": row["variant_id"], "status": "failed", "attempt": 9}])
+    fresh = Manifest.open(root, manifest.campaign_id)
+    assert fresh.events().num_rows == events
+    assert {vid: r["sha256"] for vid, r in statuses(fresh).items()} == before
+    for r in statuses(fresh).values():
+        assert hashlib.sha256(Path(r["output_url"]).read_bytes()).hexdigest() == r["sha256"]
