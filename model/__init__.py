@@ -6,29 +6,59 @@ cond = m.encode_text(["a red bottle", ""])   # any script; "" is unconditional
 v = m.velocity(x, t, cond)                   # x [B, C, T, H, W], t [B] in [0, 1]
 video = m.decode(z)                          # uint8 [B, F, H*8, W*8, 3]
 noise = model.noise(shape, seed)             # same on every device and layout
+m.geometry                                   # frame rule, strides, pixel multiple (no torch:
+                                             #   model.geometry.geometry_of("small"))
+
+Importing `model`, `model.config` or `model.geometry` does not import torch: the names
+below that need it load on first use, so spec validation and wire schemas stay light.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from model.checkpoint import CheckpointError, check_state, read_header, read_state, save_checkpoint
 from model.config import PRESETS, ModelConfig, get_preset
-from model.generate import generate, generate_latents, noise
-from model.text import TextCond
-from model.video import VideoModel
+from model.geometry import Geometry, geometry_of
+
+if TYPE_CHECKING:
+    import torch
+
+    from model.checkpoint import CheckpointError
+    from model.generate import generate, generate_latents, noise
+    from model.text import TextCond
+    from model.video import VideoModel
+
+# Torch-bound names and the module that defines each (loaded on first access).
+_LAZY = {
+    "CheckpointError": "model.checkpoint",
+    "generate": "model.generate",
+    "generate_latents": "model.generate",
+    "noise": "model.generate",
+    "TextCond": "model.text",
+    "VideoModel": "model.video",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'model' has no attribute {name!r}")
 
 __all__ = [
     "PRESETS",
     "CheckpointError",
+    "Geometry",
     "ModelConfig",
     "TextCond",
     "VideoModel",
     "build",
     "generate",
     "generate_latents",
+    "geometry_of",
     "load",
     "noise",
     "save",
@@ -43,9 +73,13 @@ def build(
     *,
     zero_init: bool = True,
     device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
 ) -> VideoModel:
     """A freshly initialised model (deterministic from `config.seed`); `meta` allocates nothing."""
+    import torch
+
+    from model.video import VideoModel
+
     if isinstance(config, str):
         config = get_preset(config)
     if torch.device(device).type == "meta":
@@ -54,11 +88,13 @@ def build(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         m = VideoModel(config, zero_init=zero_init)
-    return m.to(device=device, dtype=dtype).eval()
+    return m.to(device=device, dtype=dtype or torch.float32).eval()
 
 
 def save(m: VideoModel, url: str, meta: dict | None = None) -> str:
     """Save weights + config to a directory or fsspec URL; returns the weights sha256."""
+    from model.checkpoint import save_checkpoint
+
     return save_checkpoint(m, url, meta)
 
 
@@ -72,14 +108,21 @@ def load(
     name_or_url: str,
     *,
     device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
 ) -> VideoModel:
     """Load a model by preset name or checkpoint URL (local dir, memory://, s3://, ...).
+
+    `dtype` defaults to float32.
 
     A preset loads its shipped trained weights when the package has them; otherwise it is
     a random init (not adaLN-Zero, so every output depends on its inputs), which is what
     plumbing tests and benchmarks need.
     """
+    import torch
+
+    from model.checkpoint import check_state, read_header, read_state
+    from model.video import VideoModel
+
     if name_or_url in PRESETS:
         shipped = shipped_weights(name_or_url)
         if shipped is None:
@@ -92,4 +135,4 @@ def load(
     check_state(m, state, name_or_url)
     m.load_state_dict(state, assign=True)
     m.weights_sha256 = header["weights_sha256"]
-    return m.to(device=device, dtype=dtype).eval()
+    return m.to(device=device, dtype=dtype or torch.float32).eval()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from model.geometry import Geometry
+
 
 class ModelConfig(BaseModel):
     """Every hyper-parameter of the video model: VAE, text encoder and diffusion transformer."""
@@ -53,6 +55,14 @@ class ModelConfig(BaseModel):
     qk_norm: bool = Field(True, description="RMS-normalise queries and keys per head.")
     eps: float = Field(1e-6, gt=0, description="Epsilon of every norm.")
 
+    # --- what the farm may ask -------------------------------------------------------
+    max_frames: int = Field(
+        65,
+        ge=5,
+        description="Longest clip (pixel frames, 4n+1) rendered in one piece; longer videos "
+        "are windowed, each window at most this long.",
+    )
+
     # --- sampling defaults ----------------------------------------------------------
     shift: float = Field(3.0, gt=0, description="Timestep shift of the flow-matching schedule.")
     seed: int = Field(0, description="Seed of the random init when no weights are loaded.")
@@ -74,6 +84,8 @@ class ModelConfig(BaseModel):
             raise ValueError("vae_channels must have 4 entries (stem + 3 downsamples)")
         if self.patch_size[0] != 1:
             raise ValueError("patch_size[0] must be 1: windows are cut per latent frame")
+        if (self.max_frames - 1) % self.vae_stride[0]:
+            raise ValueError(f"max_frames ({self.max_frames}) must be of the form 4n+1")
         return self
 
     @property
@@ -90,6 +102,17 @@ class ModelConfig(BaseModel):
     def pixel_multiple(self) -> int:
         """Height and width must be multiples of this (VAE stride x patch size)."""
         return self.vae_stride[1] * self.patch_size[1]
+
+    @property
+    def geometry(self) -> Geometry:
+        """The frame rule, strides, pixel multiple and longest clip, for the farm to ask."""
+        return Geometry(
+            model=self.name,
+            temporal_stride=self.vae_stride[0],
+            spatial_stride=self.vae_stride[1],
+            pixel_multiple=self.pixel_multiple,
+            max_frames=self.max_frames,
+        )
 
 
 PRESETS: dict[str, ModelConfig] = {

@@ -16,15 +16,9 @@ from torch import Tensor
 from model.checkpoint import state_bytes
 from model.config import ModelConfig
 from model.dit import DiT
+from model.geometry import Geometry
 from model.text import TextCond, TextEncoder
 from model.vae import CausalVideoVAE
-
-
-def check_frames(frames: int) -> int:
-    """Latent frames for `frames` pixel frames, which must be of the form 4n+1."""
-    if not isinstance(frames, int) or frames < 1 or (frames - 1) % 4:
-        raise ValueError(f"frames must be of the form 4n+1 (1, 5, 9, ...), got {frames!r}")
-    return (frames - 1) // 4 + 1
 
 
 class VideoModel(nn.Module):
@@ -55,6 +49,11 @@ class VideoModel(nn.Module):
         return self.config.vae_stride
 
     @property
+    def geometry(self) -> Geometry:
+        """Frame rule, strides, pixel multiple and longest clip (`model.geometry`)."""
+        return self.config.geometry
+
+    @property
     def device(self) -> torch.device:
         return self.dit.head.weight.device
 
@@ -64,13 +63,10 @@ class VideoModel(nn.Module):
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C, T, H, W) of the latent for a video of `frames` x `height` x `width` pixels."""
-        T = check_frames(frames)
-        m = self.config.pixel_multiple
-        for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or value < m or value % m:
-                raise ValueError(f"{name} must be a positive multiple of {m}, got {value!r}")
-        s = self.vae_stride
-        return (self.latent_channels, T, height // s[1], width // s[2])
+        geometry = self.geometry
+        T = geometry.latent_frames(frames)
+        H, W = geometry.latent_size(width, height)
+        return (self.latent_channels, T, H, W)
 
     # --- text ------------------------------------------------------------------------
     def encode_text(self, prompts: list[str]) -> TextCond:

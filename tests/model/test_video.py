@@ -86,8 +86,8 @@ def test_decode_and_encode_shapes(tiny):
     ("args", "message"),
     [
         ((10, 64, 64), "frames must be of the form 4n\\+1"),
-        ((9, 60, 64), "height must be a positive multiple of 16"),
-        ((9, 64, 0), "width must be a positive multiple of 16"),
+        ((9, 60, 64), "height 60 must be a positive multiple of 16 \\(model 'tiny'\\)"),
+        ((9, 64, 0), "width 0 must be a positive multiple of 16 \\(model 'tiny'\\)"),
     ],
 )
 def test_bad_sizes_name_the_rule(tiny, args, message):
