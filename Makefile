@@ -5,13 +5,16 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-LOCK   := requirements.lock
+# GPU=1 installs requirements-cuda.lock: the same pins plus xformers. torch==2.13.0 is
+# the CPU wheel on the build machines and PyPI's CUDA build everywhere else.
+GPU    ?= 0
+LOCK   := $(if $(filter 1,$(GPU)),requirements-cuda.lock,requirements.lock)
 
 .PHONY: demo test lint bench clean install lock
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml requirements.lock requirements-cuda.lock
 	bash scripts/install-system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -r $(LOCK)
