@@ -16,6 +16,10 @@ or `geometry_of` reads a checkpoint's config.json).
 
 from __future__ import annotations
 
+import operator
+from typing import Any
+
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -27,7 +31,11 @@ class Geometry(BaseModel):
     model: str = Field(description="The model these facts belong to (named in every error).")
     temporal_stride: int = Field(ge=1, description="Pixel frames per latent frame.")
     spatial_stride: int = Field(ge=1, description="Pixels per latent row and column.")
-    pixel_multiple: int = Field(ge=1, description="Width and height are multiples of this.")
+    pixel_multiple: int = Field(
+        ge=1,
+        description="Width and height are multiples of this: spatial stride x patch, so one "
+        "transformer token per pixel_multiple x pixel_multiple pixels of a latent frame.",
+    )
     max_frames: int = Field(ge=1, description="Longest clip (pixel frames) in one forward.")
 
     # --- time --------------------------------------------------------------------------
@@ -59,8 +67,12 @@ class Geometry(BaseModel):
             raise ValueError(f"latent_frames must be >= 1, got {latent_frames}")
         return (latent_frames - 1) * self.temporal_stride + 1
 
-    def first_pixel_frame(self, latent_frame: int) -> int:
-        """The first pixel frame that latent frame `latent_frame` decodes to."""
+    def first_pixel_frame(self, latent_frame: float) -> float:
+        """The first pixel frame that latent frame `latent_frame` decodes to.
+
+        Latent frame 0 is pixel frame 0; latent b >= 1 starts the stride after the first.
+        A fractional latent frame (a window's middle) maps linearly between its neighbours.
+        """
         return max(0, (latent_frame - 1) * self.temporal_stride + 1)
 
     def frames_for(self, seconds: float, fps: float) -> int:
@@ -70,19 +82,43 @@ class Geometry(BaseModel):
         n = max(1, round(seconds * fps / self.temporal_stride))
         return self.temporal_stride * n + 1
 
+    def frame_counts(self, seconds: Any, fps: Any) -> np.ndarray:
+        """`frames_for` over arrays of durations and rates (int32; for whole campaigns).
+
+        np.round and round() both round half to even, so each count equals `frames_for`'s.
+        """
+        seconds, fps = np.asarray(seconds, np.float64), np.asarray(fps)
+        if not (np.all(seconds > 0) and np.all(fps > 0)):
+            raise ValueError("seconds and fps must be positive")
+        n = np.maximum(1, np.round(seconds * fps / self.temporal_stride))
+        return (self.temporal_stride * n + 1).astype(np.int32)
+
     @property
     def max_latent_frames(self) -> int:
         """Latent frames of the longest clip one forward takes (a window's upper bound)."""
         return (self.max_frames - 1) // self.temporal_stride + 1
 
     # --- space -------------------------------------------------------------------------
+    def side_problem(self, value: int) -> str | None:
+        """Why `value` cannot be a width or height ('1000 must be ...'), or None if it can.
+
+        For messages that name the side themselves, e.g. ``formats[1].width: 1000 must be
+        a positive multiple of 16 (model 'small')``.
+        """
+        m = self.pixel_multiple
+        try:
+            side = operator.index(value)  # numpy integers too; floats and text are not sides
+        except TypeError:
+            side = 0
+        if side < m or side % m:
+            return f"{value!r} must be a positive multiple of {m} (model {self.model!r})"
+        return None
+
     def check_side(self, name: str, value: int) -> None:
         """Raise a ValueError naming `name` and the rule unless `value` is a valid side."""
-        m = self.pixel_multiple
-        if not isinstance(value, int) or value < m or value % m:
-            raise ValueError(
-                f"{name} {value!r} must be a positive multiple of {m} (model {self.model!r})"
-            )
+        problem = self.side_problem(value)
+        if problem:
+            raise ValueError(f"{name} {problem}")
 
     def check_size(self, width: int, height: int) -> None:
         """Raise a ValueError naming the side that breaks the pixel-multiple rule."""
@@ -93,6 +129,16 @@ class Geometry(BaseModel):
         """(latent height, latent width) of a `width` x `height` frame (checked)."""
         self.check_size(width, height)
         return height // self.spatial_stride, width // self.spatial_stride
+
+    def latent_tokens(self, frames: Any, width: Any, height: Any) -> np.ndarray:
+        """Transformer tokens of clips (arrays or numbers): latent frames x token rows x cols.
+
+        Unchecked arithmetic for cost estimates over whole campaigns: the counts are
+        assumed valid (they come from `frame_counts` and checked sizes).
+        """
+        latent = (np.asarray(frames, np.int64) - 1) // self.temporal_stride + 1
+        m = self.pixel_multiple
+        return latent * (np.asarray(height, np.int64) // m) * (np.asarray(width, np.int64) // m)
 
     def describe(self) -> str:
         """One line a user can act on: the model's frame and size rules."""
