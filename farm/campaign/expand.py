@@ -9,6 +9,9 @@ Identity is content: `variant_id` hashes everything that changes the rendered fi
 (product, locale, copy, prompt, format, size, duration, fps, seed, model settings) and
 nothing else (not the campaign, not the priority), so unchanged variants keep their ids,
 and their finished renders, when a campaign is edited.
+
+Frame counts and token counts are the model's (`model.geometry`, from the preset): a
+duration becomes the nearest count the model's frame rule allows, as in every renderer.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
-from farm.campaign.spec import CampaignDefaults, CampaignSpec, SpecError, _messages, fill
+from farm.campaign.feed import check_feed_sizes
+from farm.campaign.fields import SpecError, messages
+from farm.campaign.spec import CampaignDefaults, CampaignSpec, fill
 from farm.campaign.tables import VARIANTS
+from model.geometry import Geometry
 
 # Rough GPU-seconds per (latent token × transformer forward), H100-class GPU in bf16.
 # base: ~2.5 GFLOP/token of matmuls (12·D² + 4·D·F per block × 30 blocks) plus about as
@@ -33,8 +39,6 @@ from farm.campaign.tables import VARIANTS
 # small are too small to fill a GPU: their time is kernel launches, ~1-2 ms per forward
 # at ~1k tokens. Not calibrated: good for ranking and budgeting, not for invoices.
 COST_PER_TOKEN_S: dict[str, float] = {"tiny": 5e-7, "small": 2e-6, "base": 2e-5}
-PIXELS_PER_TOKEN = 16  # VAE stride 8 × patch 2, in height and in width
-FRAMES_PER_LATENT = 4  # causal VAE: 4n+1 pixel frames → n+1 latent frames
 
 # Known aspect names for feeds (which give only a size), as W:H; else the reduced ratio.
 KNOWN_ASPECTS = ("9:16", "16:9", "1:1", "4:5", "5:4", "4:3", "3:4", "2:3", "3:2", "21:9")
@@ -49,23 +53,17 @@ def campaign_id(spec: CampaignSpec) -> str:
     return hashlib.sha256(_canonical(spec.model_dump(mode="json"))).hexdigest()[:16]
 
 
-def frame_counts(duration_s: Any, fps: Any) -> np.ndarray:
-    """Frames of the form 4n+1 for each duration at fps, as `farm.render_local.frames_for`.
-
-    n = round(duration·fps / 4), at least 1 (so at least 5 frames): 4n, the frame
-    intervals, is nearest to duration·fps. np.round and round() both round half to even.
-    """
-    n = np.maximum(1, np.round(np.asarray(duration_s, np.float64) * np.asarray(fps) / 4))
-    return (FRAMES_PER_LATENT * n + 1).astype(np.int32)
-
-
 def estimate_gpu_s(
-    frames: np.ndarray, width: np.ndarray, height: np.ndarray, preset: str, steps: int, cfg: bool
+    frames: np.ndarray,
+    width: np.ndarray,
+    height: np.ndarray,
+    geometry: Geometry,
+    preset: str,
+    steps: int,
+    cfg: bool,
 ) -> np.ndarray:
-    """Rough GPU-seconds: latent tokens × steps × (2 with guidance) × per-preset cost."""
-    latent_frames = (np.asarray(frames) - 1) // FRAMES_PER_LATENT + 1
-    tokens = latent_frames * (np.asarray(height) // PIXELS_PER_TOKEN)
-    tokens = tokens * (np.asarray(width) // PIXELS_PER_TOKEN)
+    """Rough GPU-seconds: the model's latent tokens × steps × (2 with guidance) × cost."""
+    tokens = geometry.latent_tokens(frames, width, height)
     forwards = steps * (2 if cfg else 1)
     return (tokens.astype(np.float64) * forwards * COST_PER_TOKEN_S[preset]).astype(np.float32)
 
@@ -146,7 +144,8 @@ def _finish(
 ) -> pa.Table:
     """Derive ids, seeds, frames and cost; assemble VARIANTS; drop duplicate ids (first wins)."""
     n = len(cols["product_id"])
-    cols["frames"] = frame_counts(cols["duration_s"], cols["fps"])
+    geometry = settings.geometry
+    cols["frames"] = geometry.frame_counts(cols["duration_s"], cols["fps"])
     if "text_key" not in cols:
         cols["text_key"] = _text_keys(cols)
     ids, seeds = _hash_rows(_content_keys(cols, seed_key, settings))
@@ -155,7 +154,13 @@ def _finish(
         seeds = np.where(pinned >= 0, pinned, seeds)
     cfg = settings.guidance > 1
     est = estimate_gpu_s(
-        cols["frames"], cols["width"], cols["height"], settings.preset, settings.steps, cfg
+        cols["frames"],
+        cols["width"],
+        cols["height"],
+        geometry,
+        settings.preset,
+        settings.steps,
+        cfg,
     )
     cols.update(
         variant_id=ids,
@@ -248,17 +253,19 @@ def expand_feed(
     table: pa.Table,
     campaign_defaults: CampaignDefaults | CampaignSpec | dict[str, Any] | None = None,
 ) -> pa.Table:
-    """Map a feed from `farm.spec.load_feed` onto VARIANTS, with the campaign's settings.
+    """Map a feed from `farm.campaign.feed.load_feed` onto VARIANTS, with the campaign's settings.
 
     The campaign id hashes the defaults and the feed's variant ids, so the same feed with
     the same settings is the same campaign. Duplicate rows (same content) are dropped.
+    Sizes are checked against the settings' preset (SpecError naming the rows).
     """
     if campaign_defaults is None or isinstance(campaign_defaults, dict):
         try:
             campaign_defaults = CampaignDefaults.model_validate(campaign_defaults or {})
         except ValidationError as e:
-            raise SpecError(_messages(e)) from None
+            raise SpecError(messages(e, CampaignDefaults.model_fields)) from None
     settings = campaign_defaults
+    check_feed_sizes(table, settings.geometry)
     cols: dict[str, Any] = {
         name: table[name].combine_chunks()
         for name in ("product_id", "product_name", "locale", "headline", "cta", "prompt")

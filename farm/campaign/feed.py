@@ -2,9 +2,11 @@
 
 Teams that keep copy in spreadsheets send a feed (CSV or Parquet) instead of a campaign spec;
 `load_feed` validates it into an Arrow table with schema `FEED`, which
-`farm.campaign.expand_feed` maps onto the VARIANTS table. Every error names the row and
-column (`feed row 3, column width: ...`), and the loader raises `SpecError` and nothing else,
-whatever the input.
+`farm.campaign.expand.expand_feed` maps onto the VARIANTS table. Widths and heights are
+checked against the model that renders them (a preset's `Geometry`), never a copied rule.
+Every error names the row, the column and the rule (`feed row 3, column width: 1000 must be
+a positive multiple of 16 (model 'small')`), and the loader raises `SpecError` and nothing
+else, whatever the input.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import csv
 import io
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import pyarrow as pa
 from pydantic import Field, ValidationError
 
-from farm.campaign.spec import (
+from farm.campaign.fields import (
+    DEFAULT_PRESET,
     Fps,
     LocaleCode,
     NonBlank,
@@ -24,15 +28,17 @@ from farm.campaign.spec import (
     Seconds,
     Slug,
     SpecError,
+    SpecModel,
     Text,
-    _messages,
-    _Model,
+    messages,
+    preset_geometry,
 )
+from model.geometry import Geometry
 
 Seed = Annotated[int, Field(ge=0, lt=2**31)]
 
 
-class FeedRow(_Model):
+class FeedRow(SpecModel):
     """One row of a copy feed: a fully specified variant (the prompt is literal text)."""
 
     product_id: Slug = Field(description="Product slug.")
@@ -43,8 +49,8 @@ class FeedRow(_Model):
     prompt: NonBlank = Field(description="The prompt, literal (no placeholders are filled).")
     negative_prompt: Text = Field("", description="What to steer away from.")
     format: Slug = Field(description="Format name.")
-    width: Pixels = Field(description="Pixel width, a multiple of 16.")
-    height: Pixels = Field(description="Pixel height, a multiple of 16.")
+    width: Pixels = Field(description="Pixel width, a multiple of the model's pixel multiple.")
+    height: Pixels = Field(description="Pixel height, a multiple of the model's pixel multiple.")
     duration_s: Seconds = Field(description="Length in seconds.")
     seed: Seed | None = Field(None, description="Noise seed; derived from the content if empty.")
     fps: Fps | None = Field(None, description="Frames per second; the campaign's if empty.")
@@ -82,12 +88,19 @@ def _read_feed(data: bytes, fmt: str) -> pa.Table:
     )
 
 
-def load_feed(data: bytes, fmt: Literal["csv", "parquet"]) -> pa.Table:
+def load_feed(
+    data: bytes, fmt: Literal["csv", "parquet"], *, preset: str = DEFAULT_PRESET
+) -> pa.Table:
     """A validated feed table with schema `FEED`; SpecError naming row and column otherwise.
 
-    Row numbers count data rows from 1 (the CSV header is not a row). Empty cells of the
-    optional columns (negative_prompt, seed, fps) mean "not given".
+    Sizes are checked against `preset`'s model (the campaign's; `expand_feed` checks them
+    again against the preset it expands with). Row numbers count data rows from 1 (the CSV
+    header is not a row). Empty cells of the optional columns (negative_prompt, seed, fps)
+    mean "not given".
     """
+    geometry = preset_geometry(preset)
+    if geometry is None:
+        raise SpecError([("preset", f"unknown preset {preset!r}")])
     try:
         raw = _read_feed(data, fmt)
     except SpecError:
@@ -110,9 +123,9 @@ def load_feed(data: bytes, fmt: Literal["csv", "parquet"]) -> pa.Table:
         row = {n: col[i] for n, col in columns.items()}
         row = {n: v for n, v in row.items() if not (n in FEED_OPTIONAL and v in ("", None))}
         try:
-            valid = FeedRow.model_validate(row)
+            valid = FeedRow.model_validate(row, context={"geometry": geometry})
         except ValidationError as e:
-            for path, msg in _messages(e):
+            for path, msg in messages(e, FeedRow.model_fields):
                 errors.append((f"feed row {i + 1}, column {path}", msg))
             continue
         for n in FEED.names:
@@ -120,3 +133,20 @@ def load_feed(data: bytes, fmt: Literal["csv", "parquet"]) -> pa.Table:
     if errors:
         raise SpecError(errors)
     return pa.table(rows, schema=FEED)
+
+
+def check_feed_sizes(table: pa.Table, geometry: Geometry) -> None:
+    """SpecError naming every row whose width or height `geometry`'s model cannot render.
+
+    Asks the model once per distinct size (a feed has a handful), not once per row.
+    """
+    errors = []
+    for side in ("width", "height"):
+        values = table[side].to_numpy()
+        for value in np.unique(values):
+            problem = geometry.side_problem(int(value))
+            if problem:
+                rows = np.flatnonzero(values == value)
+                errors += [(int(r), f"feed row {r + 1}, column {side}", problem) for r in rows]
+    if errors:
+        raise SpecError([(path, problem) for _, path, problem in sorted(errors)])

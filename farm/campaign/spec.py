@@ -2,17 +2,19 @@
 
 A `CampaignSpec` (YAML or JSON) lists products, per-locale copy, formats, durations and
 seeds; `farm.campaign.expand` turns it into the cross product. Teams that keep copy in
-spreadsheets send a feed instead (CSV or Parquet, one row per variant; `farm.campaign.feed`), which
-shares this module's field types, `SpecError` and error messages.
+spreadsheets send a feed instead (CSV or Parquet, one row per variant; `farm.campaign.feed`);
+both take their field types, `SpecError` and error messages from `farm.campaign.fields`.
 
-Every error names where it is, in the user's terms: `locales.ar-SA.headline: must not be
-empty`, `formats[1].width: must be a multiple of 16 (got 1000)`, `feed row 3, column
-width: ...`. Loaders raise `SpecError` and nothing else, whatever the input.
+Sizes are the model's to judge: the spec's `preset` names the model, and every width and
+height is checked against that model's pixel multiple (`model.geometry`), never a copy.
+Every error names where it is, in the user's terms, and the rule it breaks:
+`locales.ar-SA.headline: must not be empty`, `formats[1].width: 1000 must be a positive
+multiple of 16 (model 'small')`. Loaders raise `SpecError` and nothing else, whatever the
+input.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
@@ -20,90 +22,51 @@ import string
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
-from model.config import PRESETS
+from farm.campaign.fields import (
+    DEFAULT_PRESET,
+    MAX_DURATION_S,
+    Issues,
+    LocaleCode,
+    NonBlank,
+    Pixels,
+    RenderSettings,
+    Seconds,
+    Slug,
+    SpecError,
+    SpecModel,
+    Text,
+    Url,
+    messages,
+    preset_geometry,
+)
 
 if TYPE_CHECKING:
     from farm.render.engine import Segment
 
-MAX_DURATION_S = 120.0
+__all__ = [
+    "CampaignDefaults",
+    "CampaignSpec",
+    "FailureBudget",
+    "Format",
+    "LocaleCopy",
+    "Product",
+    "RenderSettings",
+    "Shot",
+    "SpecError",
+    "fill",
+    "load_spec",
+    "parse_document",
+    "spec_json_schema",
+    "template_fields",
+]
+
 MAX_VARIANTS = 1_000_000  # a typo like `seeds: 100000` should fail here, not exhaust memory
 ASPECT_TOLERANCE = 0.02
 PLACEHOLDERS = ("brand", "description", "headline", "product")
 
-# BCP-47 subset: language, optional script, optional region (2 letters or UN M.49 digits),
-# optional variants. Case is checked too: ids and paths depend on the exact spelling.
-_LOCALE = re.compile(
-    r"^[a-z]{2,3}(-[A-Z][a-z]{3})?(-(?:[A-Z]{2}|[0-9]{3}))?(-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*$"
-)
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _ASPECT = re.compile(r"^([1-9][0-9]{0,2}):([1-9][0-9]{0,2})$")
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
-
-
-class SpecError(ValueError):
-    """A spec or feed that cannot be used; `.errors` lists every (path, message)."""
-
-    def __init__(self, errors: list[tuple[str, str]]):
-        self.errors = errors
-        lines = [f"{path}: {message}" for path, message in errors[:20]]
-        if len(errors) > 20:
-            lines.append(f"... and {len(errors) - 20} more errors")
-        super().__init__("\n".join(lines))
-
-
-class _Issues(ValueError):
-    """Cross-field problems raised inside a validator, each with a path relative to it."""
-
-    def __init__(self, issues: list[tuple[str, str]]):
-        self.issues = issues
-        super().__init__("; ".join(f"{p}: {m}" for p, m in issues))
-
-
-# --- field types shared by the spec and the feed ---------------------------------------
-
-
-def _text(value: str) -> str:
-    try:  # JSON can carry lone surrogates ("\ud800"), which no file or Arrow column can
-        value.encode()
-    except UnicodeEncodeError as e:
-        raise ValueError(f"must be valid Unicode text (bad character at {e.start})") from None
-    return value
-
-
-def _non_blank(value: str) -> str:
-    if not _text(value).strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-def _slug(value: str) -> str:
-    if not _SLUG.fullmatch(value):
-        raise ValueError(f"must be a slug of lowercase letters, digits, _ and - (got {value!r})")
-    return value
-
-
-def _locale(value: str) -> str:
-    if _LOCALE.fullmatch(value):
-        return value
-    first, *rest = value.replace("_", "-").split("-")
-    case = {2: str.upper, 4: str.title}  # en-us → en-US, zh-hant-tw → zh-Hant-TW
-    fixed = "-".join([first.lower(), *(case.get(len(p), str.lower)(p) for p in rest)])
-    hint = f"; did you mean {fixed!r}?" if _LOCALE.fullmatch(fixed) else ""
-    raise ValueError(f"not a BCP-47 locale code like en-US, zh-Hant-TW or es-419{hint}")
-
-
-def _multiple_of_16(value: int) -> int:
-    if value % 16:
-        raise ValueError(f"must be a multiple of 16 (got {value})")
-    return value
-
-
-def _url(value: str) -> str:
-    if not _URL.fullmatch(_text(value)):
-        raise ValueError(f"must be a URL like https://... or s3://... (got {value!r})")
-    return value
 
 
 def template_fields(template: str) -> list[str]:
@@ -133,7 +96,6 @@ def fill(template: str, values: dict[str, str]) -> str:
 
 
 def _template(value: str) -> str:
-    _non_blank(value)
     unknown = sorted(set(template_fields(value)) - set(PLACEHOLDERS))
     if unknown:
         names = ", ".join(f"{{{n}}}" for n in unknown)
@@ -142,41 +104,24 @@ def _template(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_text)]
-NonBlank = Annotated[str, AfterValidator(_non_blank)]
-Slug = Annotated[str, AfterValidator(_slug), Field(json_schema_extra={"pattern": _SLUG.pattern})]
-LocaleCode = Annotated[
-    str, AfterValidator(_locale), Field(json_schema_extra={"pattern": _LOCALE.pattern})
-]
-Template = Annotated[str, AfterValidator(_template)]
-Pixels = Annotated[
-    int,
-    Field(ge=16, le=4096, json_schema_extra={"multipleOf": 16}),
-    AfterValidator(_multiple_of_16),
-]
-Seconds = Annotated[float, Field(gt=0, le=MAX_DURATION_S)]
-Fps = Annotated[int, Field(ge=1, le=120)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+Template = Annotated[NonBlank, AfterValidator(_template)]
 
 
 # --- the campaign spec -----------------------------------------------------------------
 
 
-class Product(_Model):
+class Product(SpecModel):
     """One product the campaign advertises."""
 
     id: Slug = Field(description="Stable slug, e.g. 'trail-shoe-2'; part of every variant.")
     name: NonBlank = Field(description="Display name, substituted for {product}.")
     description: NonBlank = Field(description="What it is, substituted for {description}.")
-    reference_image: Annotated[str, AfterValidator(_url)] | None = Field(
+    reference_image: Url | None = Field(
         None, description="Optional URL of a product photo (https://, s3://, gs://, ...)."
     )
 
 
-class LocaleCopy(_Model):
+class LocaleCopy(SpecModel):
     """The copy of one locale: on-screen text and the prompt template that renders it."""
 
     language: NonBlank = Field(description="Display name of the language, e.g. 'Arabic'.")
@@ -188,27 +133,27 @@ class LocaleCopy(_Model):
     negative_prompt: Text = Field("", description="What to steer away from (literal text).")
 
 
-class Format(_Model):
+class Format(SpecModel):
     """One output format: a named aspect ratio at a pixel size."""
 
     name: Slug = Field(description="Placement name, e.g. 'reels' or 'youtube'.")
     aspect: str = Field(description="Aspect ratio W:H such as 9:16, 1:1, 4:5 or 16:9.")
-    width: Pixels = Field(description="Pixel width, a multiple of 16.")
-    height: Pixels = Field(description="Pixel height, a multiple of 16.")
+    width: Pixels = Field(description="Pixel width, a multiple of the model's pixel multiple.")
+    height: Pixels = Field(description="Pixel height, a multiple of the model's pixel multiple.")
 
     @model_validator(mode="after")
     def _size_matches_aspect(self) -> Format:
         m = _ASPECT.fullmatch(self.aspect)
         if not m:
-            raise _Issues([("aspect", f"must look like 9:16 or 16:9 (got {self.aspect!r})")])
+            raise Issues([("aspect", f"must look like 9:16 or 16:9 (got {self.aspect!r})")])
         want = int(m[1]) / int(m[2])
         if abs(self.width / self.height / want - 1) > ASPECT_TOLERANCE:
             size = f"{self.width}x{self.height}"
-            raise _Issues([("aspect", f"{size} is not {self.aspect} (within 2%)")])
+            raise Issues([("aspect", f"{size} is not {self.aspect} (within 2%)")])
         return self
 
 
-class Shot(_Model):
+class Shot(SpecModel):
     """One storyboard shot, timed as FRACTIONS of the video's duration (0 = start, 1 = end).
 
     Fractions, not seconds, because one campaign renders several durations: a shot at
@@ -222,11 +167,11 @@ class Shot(_Model):
     @model_validator(mode="after")
     def _ordered(self) -> Shot:
         if self.end <= self.start:
-            raise _Issues([("end", f"must be after start ({self.end} <= {self.start})")])
+            raise Issues([("end", f"must be after start ({self.end} <= {self.start})")])
         return self
 
 
-class FailureBudget(_Model):
+class FailureBudget(SpecModel):
     """When a campaign job stops dispatching because too many variants fail for good.
 
     Render farm managers stop a job whose frames keep failing (a broken model, a full disk)
@@ -261,24 +206,6 @@ class FailureBudget(_Model):
         return None
 
 
-class RenderSettings(_Model):
-    """How every variant is rendered; shared by specs and by feed defaults."""
-
-    fps: Fps = Field(24, description="Frames per second.")
-    preset: str = Field("small", description=f"Model preset, one of {sorted(PRESETS)}.")
-    steps: int = Field(20, ge=1, le=1000, description="Denoising steps.")
-    guidance: float = Field(4.0, ge=1, le=50, description="Classifier-free guidance (1 = off).")
-    priority: int = Field(
-        0, ge=-(2**31), lt=2**31, description="Higher priority is dispatched first."
-    )
-
-    @model_validator(mode="after")
-    def _known_preset(self) -> RenderSettings:
-        if self.preset not in PRESETS:
-            raise _Issues([("preset", f"unknown preset {self.preset!r}; one of {sorted(PRESETS)}")])
-        return self
-
-
 class CampaignDefaults(RenderSettings):
     """What a feed does not say per row: the campaign's name and render settings."""
 
@@ -297,7 +224,9 @@ class CampaignSpec(RenderSettings):
     )
     formats: list[Format] = Field(min_length=1, description="Output formats.")
     durations: list[Seconds] = Field(
-        min_length=1, description=f"Video lengths in seconds (0 < d <= {MAX_DURATION_S:g})."
+        min_length=1,
+        description=f"Video lengths in seconds (0 < d <= {MAX_DURATION_S:g}); each renders "
+        "the nearest frame count the model's frame rule allows.",
     )
     seeds: int = Field(1, ge=1, le=10_000, description="Seeds (takes) per combination.")
     storyboard: list[Shot] = Field(
@@ -327,6 +256,12 @@ class CampaignSpec(RenderSettings):
                 if key in keys[:i]:
                     where = path.format(keys.index(key))
                     issues.append((path.format(i), f"duplicate of {where} ({key!r})"))
+        geometry = preset_geometry(self.preset)  # the model's pixel multiple decides sizes
+        for i, fmt in enumerate(self.formats if geometry else ()):
+            for side in ("width", "height"):
+                problem = geometry.side_problem(getattr(fmt, side))
+                if problem:
+                    issues.append((f"formats[{i}].{side}", problem))
         for i, shot in enumerate(self.storyboard[1:], start=1):
             if shot.start < self.storyboard[i - 1].end:
                 issues.append((f"storyboard[{i}].start", "must not be before the previous end"))
@@ -335,7 +270,7 @@ class CampaignSpec(RenderSettings):
         if count > MAX_VARIANTS:
             issues.append(("seeds", f"spec expands to {count:,} variants (max {MAX_VARIANTS:,})"))
         if issues:
-            raise _Issues(issues)
+            raise Issues(issues)
         return self
 
     def prompt_values(self, product: Product, locale: str) -> dict[str, str]:
@@ -400,43 +335,9 @@ _MODELS = (CampaignSpec, Product, LocaleCopy, Format, Shot, CampaignDefaults)
 _FIELD_NAMES = sorted({name for m in _MODELS for name in m.model_fields})
 
 
-def _path(loc: tuple[Any, ...] | list[Any], rel: str = "") -> str:
-    """('formats', 1, 'width') → 'formats[1].width'; dict keys become path parts."""
-    out = ""
-    for part in loc:
-        if part == "[key]":  # pydantic marks an invalid dict key like this
-            continue
-        if isinstance(part, int):
-            out += f"[{part}]"
-            continue
-        text = str(part).encode(errors="backslashreplace").decode()  # keys may be any text
-        out += f".{text}" if out else text
-    if rel:
-        out += rel if rel.startswith("[") or not out else f".{rel}"
-    return out or "spec"
-
-
-def _messages(error: ValidationError) -> list[tuple[str, str]]:
-    """pydantic errors → (path, message) in the user's terms."""
-    out = []
-    for err in error.errors():
-        loc, kind = err["loc"], err["type"]
-        cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, _Issues):
-            out.extend((_path(loc, rel), msg) for rel, msg in cause.issues)
-            continue
-        if kind == "value_error" and cause is not None:
-            msg = str(cause)
-        elif kind == "extra_forbidden":
-            msg = "unknown field"
-            close = difflib.get_close_matches(str(loc[-1]), _FIELD_NAMES, n=1)
-            msg += f"; did you mean {close[0]!r}?" if close else ""
-        elif kind == "missing":
-            msg = "required field is missing"
-        else:
-            msg = err["msg"][:1].lower() + err["msg"][1:]
-        out.append((_path(loc), msg))
-    return out
+def spec_messages(error: ValidationError) -> list[tuple[str, str]]:
+    """pydantic errors of a spec → (path, message), with 'did you mean' for spec fields."""
+    return messages(error, _FIELD_NAMES)
 
 
 def parse_document(source: str | bytes, fmt: Literal["yaml", "json"] | None = None) -> Any:
@@ -464,18 +365,12 @@ def load_spec(
         raise SpecError(
             [("spec", f"must be a mapping at the top level (got {type(data).__name__})")]
         )
+    # The preset decides which sizes are valid, so its geometry checks every size while
+    # the fields validate, and a bad size is reported with every other error.
+    geometry = preset_geometry(data.get("preset", DEFAULT_PRESET))
     try:
-        return CampaignSpec.model_validate(data)
+        return CampaignSpec.model_validate(data, context={"geometry": geometry})
     except ValidationError as e:
-        raise SpecError(_messages(e)) from None
+        raise SpecError(spec_messages(e)) from None
     except RecursionError:
         raise SpecError([("spec", "nested too deeply")]) from None
-
-
-def __getattr__(name: str) -> Any:
-    # `load_feed` lives in farm.campaign.feed; importing it from here still works.
-    if name == "load_feed":
-        from farm.campaign.feed import load_feed
-
-        return load_feed
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

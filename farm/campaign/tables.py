@@ -35,7 +35,7 @@ VARIANTS = pa.schema(
         ("height", pa.int32()),
         ("duration_s", pa.float32()),
         ("fps", pa.int32()),
-        ("frames", pa.int32()),  # 4n+1
+        ("frames", pa.int32()),  # a count the model's frame rule allows
         ("seed", pa.int64()),
         ("prompt", pa.string()),
         ("negative_prompt", pa.string()),

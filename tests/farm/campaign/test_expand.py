@@ -13,18 +13,13 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 
-from farm.campaign.expand import (
-    COST_PER_TOKEN_S,
-    campaign_id,
-    expand,
-    expand_feed,
-    frame_counts,
-    summary,
-)
-from farm.campaign.spec import CampaignDefaults, load_feed, load_spec
+import farm.campaign.fields
+from farm.campaign.expand import COST_PER_TOKEN_S, campaign_id, expand, expand_feed, summary
+from farm.campaign.feed import load_feed
+from farm.campaign.spec import CampaignDefaults, SpecError, load_spec
 from farm.campaign.tables import VARIANTS
-from farm.output.local import frames_for
 from model.config import PRESETS
+from model.geometry import Geometry, geometry_of
 from tests.helpers.paths import EXAMPLES
 
 EXAMPLE = yaml.safe_load((EXAMPLES / "campaign.yaml").read_text(encoding="utf-8"))
@@ -154,11 +149,44 @@ def test_seed_indices_give_distinct_variants() -> None:
 
 
 @pytest.mark.parametrize("fps", [1, 8, 12, 24, 25, 30, 60])
-def test_frame_counts_match_the_local_renderer(fps: int) -> None:
-    durations = np.array([0.01, 0.1, 0.5, 1, 1.1, 2.5, 6, 15, 29.97, 60, 120])
-    got = frame_counts(durations, fps)
-    assert got.tolist() == [frames_for(float(d), fps) for d in durations]
-    assert ((got - 1) % 4 == 0).all() and (got >= 5).all()
+def test_frames_are_the_models_count_for_each_duration(fps: int) -> None:
+    durations = [0.01, 0.1, 0.5, 1, 1.1, 2.5, 6, 15, 29.97, 60, 120]
+    table = expand(spec_of(durations=durations, fps=fps, formats=EXAMPLE["formats"][:1]))
+    small = geometry_of("small")
+    assert table["frames"].to_pylist() == [small.frames_for(d, fps) for d in durations] * 6
+
+
+# A model with another rule: 8n+1 frames, 32-pixel multiple (LTX-Video's layout).
+LTX = Geometry(model="ltx", temporal_stride=8, spatial_stride=32, pixel_multiple=32, max_frames=257)
+
+
+def test_expansion_asks_the_presets_model_and_keeps_no_rule(monkeypatch) -> None:
+    monkeypatch.setattr(farm.campaign.fields, "geometry_of", lambda ref: LTX)
+    formats = [{"name": "square", "aspect": "1:1", "width": 256, "height": 256}]
+    table = expand(spec_of(formats=formats, durations=[1, 2], fps=24))
+    assert set(table["frames"].to_pylist()) == {25, 49}  # 8n+1 nearest 24 and 48 frames
+    one = table.filter(pc.equal(table["frames"], 25))["est_gpu_s"][0].as_py()
+    tokens = 4 * 8 * 8  # 25 frames → 4 latent frames of 8 x 8 tokens (256 / 32)
+    assert one == pytest.approx(tokens * 8 * 2 * COST_PER_TOKEN_S["small"], rel=1e-6)
+    with pytest.raises(SpecError) as info:  # 144 is a multiple of 16, not of 32
+        spec_of()
+    assert "formats[0].width: 144 must be a positive multiple of 32 (model 'ltx')" in str(
+        info.value
+    )
+
+
+def test_expand_feed_checks_sizes_against_its_preset(monkeypatch) -> None:
+    feed = load_feed(FEED_CSV, "csv")  # valid for the small preset
+    monkeypatch.setattr(farm.campaign.fields, "geometry_of", lambda ref: LTX)
+    with pytest.raises(SpecError) as info:
+        expand_feed(feed, {"preset": "base"})
+    assert info.value.errors[0] == (
+        "feed row 1, column width",
+        "144 must be a positive multiple of 32 (model 'ltx')",
+    )
+    assert {p.split(",")[0] for p, _ in info.value.errors} == {
+        f"feed row {i + 1}" for i in range(feed.num_rows)
+    }
 
 
 def test_cost_grows_with_tokens_steps_guidance_and_preset() -> None:

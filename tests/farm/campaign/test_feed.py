@@ -47,8 +47,20 @@ def test_bad_feed_row_names_row_and_column() -> None:
     bad = "p1,Thing,ar-SA,عرض,اشتر,صورة,,tiktok,1000,256,2,,"
     with pytest.raises(SpecError) as info:
         load_feed(_feed(GOOD_ROW, GOOD_ROW, bad), "csv")
-    assert "feed row 3, column width: must be a multiple of 16 (got 1000)" in str(info.value)
+    message = "feed row 3, column width: 1000 must be a positive multiple of 16 (model 'small')"
+    assert message in str(info.value)
     assert [p for p, _ in info.value.errors] == ["feed row 3, column width"]
+
+
+def test_feed_sizes_are_judged_by_the_given_presets_model() -> None:
+    bad = "p1,Thing,ar-SA,عرض,اشتر,صورة,,tiktok,144,250,2,,"
+    with pytest.raises(SpecError) as info:
+        load_feed(_feed(GOOD_ROW, bad), "csv", preset="tiny")
+    assert info.value.errors == [
+        ("feed row 2, column height", "250 must be a positive multiple of 16 (model 'tiny')")
+    ]
+    with pytest.raises(SpecError, match="unknown preset 'huge'"):
+        load_feed(_feed(GOOD_ROW), "csv", preset="huge")
 
 
 def test_feed_reports_every_bad_cell() -> None:

@@ -105,7 +105,14 @@ def _set(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
 
 BAD = [
     (("locales", "ar-SA", "headline"), "  ", "locales.ar-SA.headline", "must not be empty"),
-    (("formats", 1, "width"), 1000, "formats[1].width", "must be a multiple of 16 (got 1000)"),
+    (
+        ("formats", 1, "width"),
+        1000,
+        "formats[1].width",
+        "1000 must be a positive multiple of 16 (model 'small')",
+    ),
+    (("formats", 0, "height"), 8, "formats[0].height", "8 must be a positive multiple of 16"),
+    (("formats", 0, "height"), 0, "formats[0].height", "greater than or equal to 1"),
     (("formats", 0, "height"), 160, "formats[0].aspect", "144x160 is not 9:16"),
     (("formats", 0, "aspect"), "tall", "formats[0].aspect", "must look like 9:16"),
     (("locales", "zh-CN", "prompt"), "{product} 只要 {price}", "locales.zh-CN.prompt", "{price}"),
@@ -141,6 +148,28 @@ def test_bad_field_is_named_by_its_path(
     errors = errors_of(data)
     assert any(p == path and message in m for p, m in errors), errors
     assert f"{path}: " in str(load_spec_error(data))
+
+
+def test_sizes_are_judged_by_the_presets_model() -> None:
+    data = example()
+    data["preset"] = "tiny"
+    data["formats"][1]["width"] = 252  # 16:9 within 2%
+    assert ("formats[1].width", "252 must be a positive multiple of 16 (model 'tiny')") in (
+        errors_of(data)
+    )
+    data["preset"] = "huge"  # no model to ask: the preset itself is the error
+    assert [p for p, _ in errors_of(data)] == ["preset"]
+
+
+def test_a_spec_built_without_the_loader_checks_sizes_too() -> None:
+    data = example()
+    data["formats"][0].update(width=136, height=240)  # 9:16 within 2%, not multiples of 16
+    with pytest.raises(ValueError) as info:
+        CampaignSpec.model_validate(data)  # no validation context: the spec asks the model
+    message = str(info.value)
+    assert "formats[0].width: 136 must be a positive multiple of 16 (model 'small')" in message
+    assert "formats[0].height: 240" not in message  # 240 = 15 x 16 is fine
+    assert [p for p, _ in errors_of(data)] == ["formats[0].width"]
 
 
 def load_spec_error(data: Any) -> SpecError:
