@@ -133,6 +133,7 @@ def _campaign_load(app: str, videos: int, interactive: bool):
 
 
 def _deploy(name: str, root: str, model: str = "tiny", **kw) -> str:
+    kw = {"renderer_max_replicas": 1} | kw  # one replica measures batching, not scaling
     args = FarmAppArgs(
         model=model,
         storage_root=root,

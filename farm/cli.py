@@ -94,11 +94,12 @@ def demo(
         return
     from farm.campaign.expand import campaign_id
     from farm.jobs.client import submit_campaign
-    from farm.local_farm import local_farm
+    from farm.local_farm import demo_settings, local_farm
 
     start = time.perf_counter()
     with console.status("starting local Ray and the Serve app"):
-        farm = local_farm(root, model_ref, dashboard_port=dashboard_port, api_port=api_port)
+        settings = demo_settings(root, model_ref)
+        farm = local_farm(settings, dashboard_port=dashboard_port, api_port=api_port)
         urls = farm.__enter__()
     try:
         with _errors("cannot run the demo"):
@@ -131,20 +132,11 @@ def serve_farm(
     api_port: int = typer.Option(8000, help="The farm's HTTP API port (127.0.0.1)."),
 ) -> None:
     """Run the farm's Serve app on a local Ray until Ctrl-C (settings from env or YAML)."""
-    from farm.local_farm import local_farm
-    from farm.serve.wire import FarmAppArgs
-    from farm.settings import Settings, get_settings
+    from farm.local_farm import local_farm, serve_settings
 
     with _errors("cannot start the farm"), contextlib.suppress(KeyboardInterrupt):
-        settings = Settings.from_yaml(settings_file) if settings_file else get_settings()
-        args = FarmAppArgs.from_settings(settings)
-        with local_farm(
-            settings.storage_root,
-            settings.model,
-            dashboard_port=dashboard_port,
-            api_port=api_port,
-            args=args,
-        ) as farm:
+        settings = serve_settings(settings_file)
+        with local_farm(settings, dashboard_port=dashboard_port, api_port=api_port) as farm:
             console.print(
                 f"farm up: API {farm.api_url}/docs  campaign pages {farm.api_url}/dashboard  "
                 f"Ray dashboard {farm.dashboard_url}  (Ctrl-C stops them)"

@@ -1,8 +1,12 @@
 """The farm's configuration: one `Settings` object read from the environment and a YAML file.
 
+Every knob of the farm and its one default live here; the Serve app (`farm.serve.app`), its
+request limits and the CLI read them from a `Settings`, never from a copy.
+
 Sources, highest priority first:
 
-1. keyword arguments (``Settings(renderer_max_replicas=4)``, ``Settings.from_yaml(p, **kw)``);
+1. keyword arguments (``Settings(renderer_max_replicas=4)``, ``Settings.from_yaml(p, **kw)``;
+   the args of ``serve run farm.serve.app:build_app key=value`` or a Serve config's ``args``);
 2. environment variables ``FARM_<FIELD>``, e.g. ``FARM_RENDERER_MAX_REPLICAS=5``. Dict fields
    take JSON (``FARM_STORAGE_OPTIONS='{"anon": true}'``) or one key per variable with the
    nested delimiter ``__`` (``FARM_STORAGE_OPTIONS__ENDPOINT_URL=http://minio:9000``; keys
@@ -56,6 +60,7 @@ __all__ = [
     "get_settings",
     "hash_token",
     "reset_settings",
+    "setting_default",
 ]
 
 ENV_PREFIX = "FARM_"
@@ -153,12 +158,24 @@ class Settings(BaseSettings):
         description="GPUs per renderer replica; fractions share a GPU, above 1 must be whole.",
     )
     renderer_num_cpus: float = Field(1.0, ge=0, description="CPUs per renderer replica.")
+    renderer_threads: int | None = Field(
+        None, ge=1, description="torch threads per renderer replica (None: torch's default)."
+    )
     renderer_min_replicas: int = Field(
         1, ge=0, description="Fewest renderer replicas; 0 lets the pool scale to zero when idle."
     )
     renderer_max_replicas: int = Field(2, ge=1, description="Most renderer replicas.")
+    renderer_initial_replicas: int | None = Field(
+        None, ge=0, description="Renderer replicas at start (None: renderer_min_replicas)."
+    )
     renderer_target_ongoing_requests: float = Field(
         4.0, gt=0, description="Autoscaling target: ongoing requests per renderer replica."
+    )
+    renderer_max_ongoing_requests: int = Field(
+        32,
+        ge=1,
+        description="Most requests one renderer replica holds at once (raised to "
+        "renderer_batch_videos if lower: a batch of N videos is N requests).",
     )
     renderer_upscale_delay_s: float = Field(
         5.0, ge=0, description="Seconds of sustained load before the pool scales up."
@@ -167,7 +184,10 @@ class Settings(BaseSettings):
         60.0, ge=0, description="Seconds of sustained low load before the pool scales down."
     )
     renderer_max_batch: int = Field(
-        8, ge=1, description="Most window-steps a renderer replica runs as one batch."
+        8, ge=1, description="Most window-steps (rows) a renderer replica runs as one forward."
+    )
+    renderer_batch_videos: int = Field(
+        8, ge=1, description="Most videos' requests a renderer replica merges into one batch."
     )
     renderer_batch_wait_s: float = Field(
         0.01, ge=0, description="Longest a renderer replica waits to fill a batch, in seconds."
@@ -178,12 +198,36 @@ class Settings(BaseSettings):
         description="Model threads a renderer replica keeps for interactive requests, beside "
         "the one campaign work uses (0: one thread shared by priority).",
     )
+    interactive_headroom: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="Share of a renderer replica campaign work leaves to interactive "
+        "/v1/videos requests: campaign batches hold at most (1 - headroom) x "
+        "renderer_batch_videos videos and campaign forwards at most (1 - headroom) x "
+        "renderer_max_batch rows (0 <= headroom < 1).",
+    )
 
-    # ---- director and encoder ---------------------------------------------------------------
+    # ---- director, api and the Serve app ----------------------------------------------------
+    director_num_cpus: float = Field(1.0, ge=0, description="CPUs per director replica.")
     director_max_videos: int = Field(
         8, ge=1, description="Videos one director replica renders concurrently."
     )
-    encoder_replicas: int = Field(1, ge=1, description="Replicas of the MP4 encoder deployment.")
+    max_resends: int = Field(
+        8, ge=0, description="Times the director resends a call whose renderer replica died."
+    )
+    api_num_cpus: float = Field(0.0, ge=0, description="CPUs per API (ingress) replica.")
+    jobs_address: str = Field(
+        "http://127.0.0.1:8265",
+        min_length=1,
+        description="Ray Jobs API where the API submits campaigns as Ray Jobs.",
+    )
+    app_name: str = Field(
+        "farm",
+        min_length=1,
+        description="Name of the Serve app whose renderer pool campaign jobs render on "
+        "(the name the app is deployed under).",
+    )
 
     # ---- engine defaults --------------------------------------------------------------------
     window: int = Field(16, ge=1, description="Latent frames per denoising window.")
@@ -192,6 +236,9 @@ class Settings(BaseSettings):
 
     # ---- request limits ---------------------------------------------------------------------
     max_seconds: float = Field(60.0, gt=0, description="Longest video a request may ask for.")
+    max_side: int = Field(
+        1280, ge=16, description="Longest frame side (width or height) a request may ask for."
+    )
     max_pixels: int = Field(
         832 * 480, ge=1, description="Largest frame (width x height) a request may ask for."
     )
@@ -202,21 +249,6 @@ class Settings(BaseSettings):
     max_prompt_bytes: int = Field(2000, ge=1, description="Longest prompt, in UTF-8 bytes.")
     max_body_bytes: int = Field(
         1_000_000, ge=1, description="Largest HTTP request body the API accepts, in bytes."
-    )
-
-    # ---- campaign jobs ----------------------------------------------------------------------
-    max_attempts: int = Field(
-        3, ge=1, description="Render attempts per variant before it is marked failed."
-    )
-    job_concurrency: int = Field(
-        4, ge=1, description="Bulk campaign variants a campaign job keeps in flight."
-    )
-    interactive_headroom: float = Field(
-        0.25,
-        ge=0,
-        lt=1,
-        description="Fraction of renderer pool capacity campaign jobs leave free for "
-        "interactive /v1/videos requests (0 <= headroom < 1).",
     )
 
     # ---- auth -------------------------------------------------------------------------------
@@ -235,7 +267,7 @@ class Settings(BaseSettings):
     )
 
     # ---- validators -------------------------------------------------------------------------
-    @field_validator("storage_root", "model")
+    @field_validator("storage_root", "model", "jobs_address", "app_name")
     @classmethod
     def _not_blank(cls, v: str, info: ValidationInfo) -> str:
         v = v.strip()
@@ -288,6 +320,15 @@ class Settings(BaseSettings):
                 f"renderer_min_replicas ({self.renderer_min_replicas}) must be <= "
                 f"renderer_max_replicas ({self.renderer_max_replicas})"
             )
+        initial = self.renderer_initial_replicas
+        if initial is not None and not (
+            self.renderer_min_replicas <= initial <= self.renderer_max_replicas
+        ):
+            raise ValueError(
+                f"renderer_initial_replicas ({initial}) must be between renderer_min_replicas "
+                f"({self.renderer_min_replicas}) and renderer_max_replicas "
+                f"({self.renderer_max_replicas})"
+            )
         if self.overlap >= self.window:
             raise ValueError(
                 f"overlap ({self.overlap}) must be smaller than window ({self.window})"
@@ -329,6 +370,11 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, read once from the environment (and ``$FARM_SETTINGS_FILE``)."""
     return Settings()
+
+
+def setting_default(name: str) -> Any:
+    """The default of the setting `name`, for a signature or model that takes it too."""
+    return Settings.model_fields[name].get_default(call_default_factory=True)
 
 
 def reset_settings() -> None:

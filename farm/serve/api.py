@@ -41,6 +41,7 @@ from farm.serve.auth import Auth, authenticate, deployment
 from farm.serve.dashboard import router as dashboard_router
 from farm.serve.director import videos_dir
 from farm.serve.wire import CreateVideoRequest, Limits, RequestError, VideoRequest, owns
+from farm.settings import setting_default
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +155,9 @@ class Api:
         *,
         limits: dict[str, Any] | None = None,
         storage_options: dict[str, Any] | None = None,
-        jobs_address: str = "http://127.0.0.1:8265",
-        app_name: str = "farm",
-        max_body_bytes: int = 1_000_000,
+        jobs_address: str = setting_default("jobs_address"),
+        app_name: str = setting_default("app_name"),
+        max_body_bytes: int = setting_default("max_body_bytes"),
         tokens: dict[str, str] | None = None,
         allow_anonymous: bool = False,
         prompt_policy: dict[str, Any] | None = None,

@@ -9,10 +9,10 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
 from farm.output.local import frames_for, parse_size
-from farm.policy import PromptPolicy
+from farm.settings import Settings, setting_default
 
 PIXEL_MULTIPLE = 16  # VAE stride x patch size of the farm's presets
 VIDEO_ID_HEX = 32
@@ -115,12 +115,18 @@ class Limits(BaseModel):
     names the limit (``steps: 60 is over the limit max_steps=50``).
     """
 
-    max_seconds: float = 20.0
-    max_steps: int = 50
-    max_side: int = 1280
-    max_pixels: int = 832 * 480
-    max_prompt_bytes: int = 2000
-    max_variants: int = 100_000
+    # The defaults are the settings' (farm.settings owns them); the app passes its own.
+    max_seconds: float = setting_default("max_seconds")
+    max_steps: int = setting_default("max_steps")
+    max_side: int = setting_default("max_side")
+    max_pixels: int = setting_default("max_pixels")
+    max_prompt_bytes: int = setting_default("max_prompt_bytes")
+    max_variants: int = setting_default("max_variants")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The request bounds `settings` set."""
+        return cls(**{name: getattr(settings, name) for name in cls.model_fields})
 
     def check(self, request: VideoRequest) -> None:
         """Raise a 422 RequestError naming the first field over its limit."""
@@ -187,113 +193,38 @@ class Video(BaseModel):
     error: VideoError | None = None
 
 
-class FarmAppArgs(BaseModel):
-    """Arguments of `build_app`: from Python, `serve run ... key=value` or a Serve YAML `args`."""
+class _AppArgs(BaseModel):
+    """Overrides of `Settings` given to `build_app`; only the fields set are applied."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str = Field("tiny", description="Model preset, local dir or fsspec URL.")
-    storage_root: str = Field("farm-data", description="Where videos/{id}.mp4|jpg|json go.")
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options.")
-    renderer_min_replicas: int = Field(1, ge=0, description="0 lets the pool scale to zero.")
-    renderer_max_replicas: int = Field(1, ge=1)
-    renderer_initial_replicas: int | None = Field(None, ge=0)
-    renderer_target_ongoing_requests: float = Field(4.0, gt=0)
-    renderer_upscale_delay_s: float = Field(2.0, ge=0)
-    renderer_downscale_delay_s: float = Field(300.0, ge=0)
-    renderer_num_gpus: float = Field(0.0, ge=0)
-    renderer_num_cpus: float = Field(1.0, ge=0)
-    renderer_threads: int | None = Field(None, ge=1, description="torch threads per replica.")
-    renderer_max_batch: int = Field(8, ge=1, description="Rows per model forward.")
-    renderer_interactive_threads: int = Field(
-        1,
-        ge=0,
-        description="Model threads a Renderer replica keeps for interactive requests, beside "
-        "the one campaign work uses (0: one thread shared by priority).",
-    )
-    renderer_batch_videos: int = Field(8, ge=1, description="Videos' requests per batch.")
-    renderer_batch_wait_s: float = Field(0.02, ge=0, description="Wait for a batch to fill.")
-    interactive_headroom: float = Field(
-        0.25,
-        ge=0,
-        lt=1,
-        description="Share of the Renderer campaign work leaves to interactive requests: "
-        "campaign batches hold at most (1 - headroom) x renderer_batch_videos videos and "
-        "campaign forwards at most (1 - headroom) x renderer_max_batch rows.",
-    )
-    renderer_max_ongoing_requests: int = Field(32, ge=1)
-    director_num_cpus: float = Field(1.0, ge=0)
-    director_max_videos: int = Field(8, ge=1, description="Videos rendering at once.")
-    api_num_cpus: float = Field(0.0, ge=0)
-    engine_window: int = Field(16, ge=1)
-    engine_overlap: int = Field(4, ge=0)
-    engine_decode_chunk: int = Field(16, ge=1)
-    max_resends: int = Field(8, ge=0, description="Resends of a call whose replica died.")
-    jobs_address: str = Field(
-        "http://127.0.0.1:8265", description="Ray Jobs API where campaigns are submitted."
-    )
-    app_name: str = Field("farm", description="Serve app name campaign jobs render on.")
-    max_seconds: float = Field(20.0, gt=0)
-    max_steps: int = Field(50, ge=1)
-    max_side: int = Field(1280, ge=16)
-    max_pixels: int = Field(832 * 480, ge=256, description="Largest width x height.")
-    max_prompt_bytes: int = Field(2000, ge=1, description="Longest prompt, UTF-8 bytes.")
-    max_variants: int = Field(100_000, ge=1, description="Most variants per campaign.")
-    max_body_bytes: int = Field(1_000_000, ge=1, description="Largest HTTP request body.")
-    tokens: dict[str, str] = Field(
-        default_factory=dict, description="sha256 hex of a bearer token -> tenant name."
-    )
-    allow_anonymous: bool = Field(
-        False, description="Serve requests without a token as tenant 'default' (local demo)."
-    )
-    prompt_policy: dict[str, PromptPolicy] = Field(
-        default_factory=dict, description="Tenant (or '*') -> blocked terms and patterns."
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> FarmAppArgs:
-        if self.renderer_min_replicas > self.renderer_max_replicas:
-            raise ValueError("renderer_min_replicas must be <= renderer_max_replicas")
-        if self.engine_overlap >= self.engine_window:
-            raise ValueError("engine_overlap must be smaller than engine_window")
-        return self
-
-    def engine(self) -> dict[str, int]:
-        """VideoJob fields the app fixes for every video."""
-        return {
-            "window": self.engine_window,
-            "overlap": self.engine_overlap,
-            "decode_chunk": self.engine_decode_chunk,
-        }
-
-    def limits(self) -> Limits:
-        """The request bounds of this deployment."""
-        return Limits(
-            max_seconds=self.max_seconds,
-            max_steps=self.max_steps,
-            max_side=self.max_side,
-            max_pixels=self.max_pixels,
-            max_prompt_bytes=self.max_prompt_bytes,
-            max_variants=self.max_variants,
-        )
-
-    @property
-    def bulk_batch_videos(self) -> int:
-        """Most campaign videos' requests in one Renderer batch (the headroom left free)."""
-        return max(1, int(self.renderer_batch_videos * (1 - self.interactive_headroom)))
-
-    @property
-    def bulk_forward_rows(self) -> int:
-        """Rows of one campaign forward: the most a user's step waits behind."""
-        return max(1, int(self.renderer_max_batch * (1 - self.interactive_headroom)))
-
+    @field_validator("*", mode="before")
     @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> FarmAppArgs:
-        """The app's args from the farm's Settings (`FARM_*` env or YAML), then overrides."""
-        shared = {k: getattr(settings, k) for k in cls.model_fields if hasattr(settings, k)}
-        engine = {
-            "engine_window": settings.window,
-            "engine_overlap": settings.overlap,
-            "engine_decode_chunk": settings.decode_chunk,
-        }
-        return cls.model_validate(shared | engine | overrides)
+    def _json_dicts(cls, v: Any, info: ValidationInfo) -> Any:
+        # `serve run ... key=value` passes strings; dict settings take JSON there, as in
+        # their FARM_* environment variables.
+        field = Settings.model_fields[info.field_name or ""]
+        if isinstance(v, str) and isinstance(field.get_default(call_default_factory=True), dict):
+            try:
+                return json.loads(v)
+            except json.JSONDecodeError:
+                raise ValueError(f"{info.field_name} must be a JSON object") from None
+        return v
+
+    def settings(self) -> Settings:
+        """The environment's settings (FARM_*, $FARM_SETTINGS_FILE) with these args on top."""
+        return Settings(**{name: getattr(self, name) for name in self.model_fields_set})
+
+
+# One optional field per setting, so a setting and its default live in Settings only.
+FarmAppArgs = create_model(
+    "FarmAppArgs",
+    __base__=_AppArgs,
+    __module__=__name__,
+    __doc__="Arguments of `build_app` (Python, `serve run ... key=value`, a Serve config's "
+    "`args`): any `Settings` fields, applied over the environment's settings.",
+    **{
+        name: (info.annotation | None, Field(None, description=info.description))
+        for name, info in Settings.model_fields.items()
+    },
+)

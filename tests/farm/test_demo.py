@@ -66,10 +66,11 @@ def test_campaigns_over_http(tmp_path):
     import pyarrow.parquet as pq
     import requests
 
-    from farm.local_farm import local_farm
+    from farm.local_farm import demo_settings, local_farm
 
     root = str(tmp_path / "farm-data")
-    with local_farm(root, "tiny", dashboard_port=free_port(), api_port=free_port()) as farm:
+    settings = demo_settings(root, "tiny")
+    with local_farm(settings, dashboard_port=free_port(), api_port=free_port()) as farm:
         api = f"{farm.api_url}/v1/campaigns"
         r = requests.post(
             api,

@@ -134,6 +134,7 @@ def scrape(tmp_path_factory) -> set[str]:
         args = FarmAppArgs(
             model="tiny",
             storage_root=root,
+            renderer_max_replicas=1,
             renderer_threads=1,
             director_num_cpus=0,
             tokens={hashlib.sha256(TOKEN.encode()).hexdigest(): "acme"},

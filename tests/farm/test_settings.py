@@ -15,6 +15,7 @@ from farm.settings import (
     get_settings,
     hash_token,
     reset_settings,
+    setting_default,
 )
 
 ABC_SHA256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -49,32 +50,45 @@ def test_defaults():
         "model": "small",
         "renderer_num_gpus": 0.0,
         "renderer_num_cpus": 1.0,
+        "renderer_threads": None,
         "renderer_min_replicas": 1,
         "renderer_max_replicas": 2,
+        "renderer_initial_replicas": None,
         "renderer_target_ongoing_requests": 4,
+        "renderer_max_ongoing_requests": 32,
         "renderer_upscale_delay_s": 5,
         "renderer_downscale_delay_s": 60,
         "renderer_max_batch": 8,
+        "renderer_batch_videos": 8,
         "renderer_batch_wait_s": 0.01,
         "renderer_interactive_threads": 1,
+        "interactive_headroom": 0.25,
+        "director_num_cpus": 1.0,
         "director_max_videos": 8,
-        "encoder_replicas": 1,
+        "max_resends": 8,
+        "api_num_cpus": 0.0,
+        "jobs_address": "http://127.0.0.1:8265",
+        "app_name": "farm",
         "window": 16,
         "overlap": 4,
         "decode_chunk": 16,
         "max_seconds": 60,
+        "max_side": 1280,
         "max_pixels": 832 * 480,
         "max_steps": 100,
         "max_variants": 100_000,
         "max_prompt_bytes": 2000,
         "max_body_bytes": 1_000_000,
-        "max_attempts": 3,
-        "job_concurrency": 4,
-        "interactive_headroom": 0.25,
         "tokens": {},
         "allow_anonymous": False,
         "prompt_policy": {},
     }
+
+
+def test_setting_default_is_the_fields_default():
+    defaults = Settings()
+    assert all(setting_default(n) == getattr(defaults, n) for n in Settings.model_fields)
+    assert setting_default("tokens") is not setting_default("tokens")  # a fresh dict each
 
 
 def test_every_field_is_described():
@@ -245,8 +259,14 @@ def test_yaml_invalid_value_is_named(tmp_path: Path):
         ({"interactive_headroom": 1.0}, "interactive_headroom"),
         ({"interactive_headroom": -0.1}, "interactive_headroom"),
         ({"window": 4, "overlap": 4}, "overlap (4) must be smaller than window (4)"),
-        ({"max_attempts": 0}, "max_attempts"),
-        ({"job_concurrency": 0}, "job_concurrency"),
+        (
+            {"renderer_min_replicas": 1, "renderer_initial_replicas": 3},
+            "renderer_initial_replicas (3) must be between renderer_min_replicas (1)",
+        ),
+        ({"renderer_threads": 0}, "renderer_threads"),
+        ({"max_side": 8}, "max_side"),
+        ({"max_resends": -1}, "max_resends"),
+        ({"app_name": " "}, "app_name"),
         ({"max_pixels": 0}, "max_pixels"),
         ({"model": "   "}, "model"),
         ({"storage_root": ""}, "storage_root"),
@@ -313,19 +333,10 @@ def test_auth_defaults_closed():
 def test_get_settings_cached_and_reset(clean_env: pytest.MonkeyPatch):
     first = get_settings()
     assert get_settings() is first
-    clean_env.setenv("FARM_ENCODER_REPLICAS", "3")
-    assert get_settings().encoder_replicas == 1  # cached
+    clean_env.setenv("FARM_DIRECTOR_MAX_VIDEOS", "3")
+    assert get_settings().director_max_videos == 8  # cached
     reset_settings()
-    assert get_settings().encoder_replicas == 3
-
-
-def test_serve_app_args_come_from_settings():
-    from farm.serve.wire import FarmAppArgs
-
-    settings = Settings(model="tiny", renderer_max_replicas=5, renderer_min_replicas=0, window=8)
-    args = FarmAppArgs.from_settings(settings, app_name="other")
-    assert (args.model, args.renderer_max_replicas, args.renderer_min_replicas) == ("tiny", 5, 0)
-    assert args.engine_window == 8 and args.app_name == "other"
+    assert get_settings().director_max_videos == 3
 
 
 @pytest.mark.parametrize("tenant", ["../x", "a/b", ".hidden", "a b", "ü", "x" * 65, "*"])
@@ -344,15 +355,3 @@ def test_prompt_policy_from_yaml_and_env(tmp_path, monkeypatch):
         Settings(prompt_policy={"acme": {"blocked_patterns": ["("]}})
     with pytest.raises(ValidationError, match="tenant name"):
         Settings(prompt_policy={"../etc": {}})
-
-
-def test_fairness_settings_reach_the_serve_app(monkeypatch):
-    from farm.serve.wire import FarmAppArgs
-    from farm.settings import Settings
-
-    monkeypatch.setenv("FARM_RENDERER_INTERACTIVE_THREADS", "2")
-    monkeypatch.setenv("FARM_INTERACTIVE_HEADROOM", "0.5")
-    args = FarmAppArgs.from_settings(Settings())
-    assert args.renderer_interactive_threads == 2
-    assert args.bulk_batch_videos == args.renderer_batch_videos // 2
-    assert args.bulk_forward_rows == args.renderer_max_batch // 2

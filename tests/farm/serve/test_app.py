@@ -43,10 +43,13 @@ def farm(tmp_path_factory) -> Farm:
     args = FarmAppArgs(
         model="tiny",
         storage_root=str(root / "main"),
+        renderer_max_replicas=1,
         renderer_threads=1,
         renderer_batch_wait_s=0.2,
         director_num_cpus=0,
         allow_anonymous=True,  # auth has its own tests (test_auth.py)
+        max_seconds=20,
+        max_steps=50,
     )
     try:
         serve.run(build_app(args), name="farm", route_prefix="/")

@@ -194,6 +194,7 @@ def farm(tmp_path_factory) -> Iterator[Farm]:
     args = FarmAppArgs(
         model="tiny",
         storage_root=str(root),
+        renderer_max_replicas=1,
         renderer_threads=1,
         director_num_cpus=0,
         tokens=TOKENS,

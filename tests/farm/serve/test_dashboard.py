@@ -75,7 +75,12 @@ def farm(tmp_path_factory) -> Farm:
         hashlib.sha256(t.encode()).hexdigest(): n for t, n in [(TOKEN, "acme"), (OTHER, "globex")]
     }
     args = FarmAppArgs(
-        model="tiny", storage_root=root, renderer_threads=1, director_num_cpus=0, tokens=tokens
+        model="tiny",
+        storage_root=root,
+        renderer_max_replicas=1,
+        renderer_threads=1,
+        director_num_cpus=0,
+        tokens=tokens,
     )
     try:
         serve.run(build_app(args), name="farm", route_prefix="/")

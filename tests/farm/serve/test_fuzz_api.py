@@ -255,6 +255,7 @@ def client(tmp_path_factory) -> Iterator[AsgiClient]:
     args = FarmAppArgs(
         model="tiny",
         storage_root=str(root),
+        renderer_max_replicas=1,
         renderer_threads=1,
         director_num_cpus=0,
         director_max_videos=2,

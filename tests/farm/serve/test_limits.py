@@ -191,7 +191,9 @@ def test_body_over_the_limit_is_413_before_parsing(api: AsgiClient):
 
 
 def test_the_app_takes_limits_tokens_and_policy_from_settings():
-    from farm.serve.wire import FarmAppArgs
+    from farm.policy import PromptPolicy
+    from farm.serve.app import farm_app
+    from farm.serve.wire import Limits
     from farm.settings import Settings
 
     settings = Settings(
@@ -202,8 +204,9 @@ def test_the_app_takes_limits_tokens_and_policy_from_settings():
         max_body_bytes=1234,
         prompt_policy={"*": {"blocked_terms": ["x"]}},
     )
-    args = FarmAppArgs.from_settings(settings)
-    assert args.tokens == {hash_token("t"): "acme"} and args.allow_anonymous is False
-    limits = args.limits()
+    args = farm_app(settings)._bound_deployment.init_kwargs  # the Api's
+    assert args["tokens"] == {hash_token("t"): "acme"} and args["allow_anonymous"] is False
+    limits = Limits.model_validate(args["limits"])
     assert (limits.max_pixels, limits.max_prompt_bytes, limits.max_variants) == (4096, 99, 7)
-    assert args.max_body_bytes == 1234 and args.prompt_policy["*"].violation("an x") is not None
+    policy = PromptPolicy.model_validate(args["prompt_policy"]["*"])
+    assert args["max_body_bytes"] == 1234 and policy.violation("an x") is not None
