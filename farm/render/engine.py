@@ -14,6 +14,11 @@ blending their velocities, so the plain samplers of `model.sampling` drive the e
 For a velocity function that does not mix frames in time, windowed sampling equals
 unwindowed sampling exactly: every window computes the same velocity for a shared frame,
 and the weights at each frame sum to 1.
+
+A `VideoJob` carries its model's `Geometry` (`model.geometry`): the frame rule that maps
+pixel frames to latent frames and storyboard seconds to windows, and the longest window
+one forward takes. The engine keeps no copy of those rules; it asks the geometry, and
+checks that the executor's model agrees before it samples.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 
 from farm.render.windows import WindowPlan
 from model.generate import SAMPLERS, noise
+from model.geometry import Geometry, geometry_of
 from model.sampling import euler_step, flow_timesteps
 
 
@@ -53,12 +59,17 @@ class VideoJob(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    geometry: Geometry = Field(
+        description="The rendering model's frame rule, strides and longest window "
+        "(`model.geometry`); a model reference (preset or checkpoint URL) is read with "
+        "`geometry_of`. No default: a job is always for one model."
+    )
     prompt: str = Field(description="The prompt, used where no storyboard segment applies.")
     storyboard: tuple[Segment, ...] = Field((), description="Timed prompts (multi-shot).")
     negative_prompt: str = Field("", description="What guidance steers away from.")
-    frames: int = Field(17, ge=1, description="Pixel frames, of the form 4n+1.")
-    height: int = Field(144, ge=16, description="Pixel height, a multiple of 16.")
-    width: int = Field(256, ge=16, description="Pixel width, a multiple of 16.")
+    frames: int = Field(17, ge=1, description="Pixel frames, as the model's frame rule allows.")
+    height: int = Field(144, ge=1, description="Pixel height, a multiple of the model's multiple.")
+    width: int = Field(256, ge=1, description="Pixel width, a multiple of the model's multiple.")
     fps: int = Field(24, ge=1, description="Frames per second (maps storyboard times).")
     steps: int = Field(20, ge=1, description="Denoising steps.")
     guidance: float = Field(4.0, ge=1, description="Classifier-free guidance (1 = off).")
@@ -71,10 +82,15 @@ class VideoJob(BaseModel):
     sync_every: int = Field(1, ge=1, description="Steps each window takes between fusions.")
     decode_chunk: int = Field(16, ge=1, description="Latent frames per parallel decode chunk.")
 
+    @field_validator("geometry", mode="before")
+    @classmethod
+    def _model_reference(cls, value: object) -> object:
+        return geometry_of(value) if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _check(self) -> VideoJob:
-        if (self.frames - 1) % 4:
-            raise ValueError(f"frames must be of the form 4n+1, got {self.frames}")
+        self.geometry.check_frames(self.frames)
+        self.geometry.check_size(self.width, self.height)
         if self.overlap >= self.window:
             raise ValueError(
                 f"overlap ({self.overlap}) must be smaller than window ({self.window})"
@@ -87,19 +103,25 @@ class VideoJob(BaseModel):
 
     @property
     def latent_frames(self) -> int:
-        return (self.frames - 1) // 4 + 1
+        """Latent frames of this video, by the model's frame rule."""
+        return self.geometry.latent_frames(self.frames)
 
     def plan(self) -> WindowPlan:
-        """The window plan over this video's latent frames."""
+        """The window plan over this video's latent frames.
+
+        A window is at most `window` latent frames, and never longer than the model takes
+        in one forward (`geometry.max_latent_frames`); a short video is one window.
+        """
         T = self.latent_frames
-        window = min(self.window, T)  # a short video is one window
+        window = min(self.window, T, self.geometry.max_latent_frames)
         return WindowPlan.make(T, window, min(self.overlap, window - 1), self.ramp)
 
     def window_prompts(self, plan: WindowPlan) -> list[str]:
         """The prompt of each window: the storyboard shot at the window's middle frame."""
         prompts = []
         for start, stop in plan.windows:
-            middle = max(0, 4 * ((start + stop - 1) / 2) - 3) / self.fps  # seconds
+            frame = self.geometry.first_pixel_frame((start + stop - 1) / 2)  # the middle
+            middle = frame / self.fps  # seconds
             shot = next((s for s in self.storyboard if s.start <= middle < s.end), None)
             prompts.append(shot.prompt if shot else self.prompt)
         return prompts
@@ -281,6 +303,12 @@ def sample_latents(
     velocity itself, so it goes through `executor.velocities` and the sampler.
     """
     shape = (1, *executor.latent_shape(job.frames, job.height, job.width))
+    expected = (job.latent_frames, *job.geometry.latent_size(job.width, job.height))
+    if tuple(shape[2:]) != expected:  # the job was built for another model's geometry
+        raise ValueError(
+            f"the executor's model makes a {tuple(shape[2:])} (T, H, W) latent of this video, "
+            f"the job's geometry ({job.geometry.describe()}) {expected}"
+        )
     x = noise(shape, job.seed)  # drawn once for the whole video: identical on any layout
     plan = job.plan()
     prompts = job.window_prompts(plan)

@@ -5,8 +5,9 @@ Conventions and invariants (checked by tests/farm/render/test_seams.py):
 - A video is [F, H, W, C] pixel frames, uint8 or float, numpy or torch. A boundary is the index
   p of the first pixel frame of the next part, so it names the transition from frame p - 1 to
   frame p and must satisfy 1 <= p <= F - 1.
-- The VAE gives latent frame 0 pixel frame 0 and latent b >= 1 pixel frames 4b-3..4b, so a
-  latent boundary b >= 1 is pixel boundary 4b - 3.
+- A latent boundary b >= 1 is the pixel boundary where latent frame b's pixel frames begin,
+  by the model's frame rule (`Geometry.first_pixel_frame`); this module keeps no copy of
+  the rule.
 - `seam_ratio` is 1.0 when seams change the picture exactly as much as ordinary motion does,
   >> 1 for a visible cut, 1.0 for a static video and inf when only the seams change anything.
 """
@@ -20,18 +21,17 @@ import numpy as np
 import torch
 
 from farm.render.windows import WindowPlan, handover_frames
+from model.geometry import Geometry
 
 __all__ = ["concat_boundaries", "frame_diffs", "pixel_boundaries", "seam_ratio"]
 
-# Pixel frames per latent frame after the first (the VAE's temporal stride).
-TEMPORAL_STRIDE = 4
 
-
-def pixel_boundaries(plan: WindowPlan | Sequence[tuple[int, int]]) -> list[int]:
-    """Pixel boundaries of a window plan's hand-over points (mid-overlap, in latent frames)."""
+def pixel_boundaries(plan: WindowPlan | Sequence[tuple[int, int]], geometry: Geometry) -> list[int]:
+    """Pixel boundaries of a window plan's hand-over points (mid-overlap, in latent frames),
+    where `geometry`'s model decodes them."""
     windows = plan.windows if isinstance(plan, WindowPlan) else plan
     # Hand-overs are >= 1 because every window after the first starts at latent frame >= 1.
-    return [TEMPORAL_STRIDE * b - (TEMPORAL_STRIDE - 1) for b in handover_frames(windows)]
+    return [int(geometry.first_pixel_frame(b)) for b in handover_frames(windows)]
 
 
 def concat_boundaries(chunk_frames: Sequence[int]) -> list[int]:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from farm.render.seams import concat_boundaries, frame_diffs, pixel_boundaries, seam_ratio
 from farm.render.windows import WindowPlan, plan_windows
+from model.geometry import Geometry, geometry_of
 
 FRAMES = 33
 
@@ -88,19 +89,24 @@ def test_bad_inputs() -> None:
         concat_boundaries([4, 0, 4])
 
 
-def test_pixel_boundaries_follow_the_vae_stride() -> None:
-    # Latent hand-overs 3, 5, 7 start at pixel frames 4b - 3.
-    assert pixel_boundaries(WindowPlan.make(10, 4, 2)) == [9, 17, 25]
-    assert pixel_boundaries(plan_windows(10, 4, 2)) == [9, 17, 25]
+def test_pixel_boundaries_follow_the_models_frame_rule() -> None:
+    tiny = geometry_of("tiny")
+    # Latent hand-overs 3, 5, 7 start at pixel frames 4b - 3 (a 4n+1 model).
+    assert pixel_boundaries(WindowPlan.make(10, 4, 2), tiny) == [9, 17, 25]
+    assert pixel_boundaries(plan_windows(10, 4, 2), tiny) == [9, 17, 25]
     # No overlap: latent 4 (pixels 13..16) is the first of the second window.
-    assert pixel_boundaries(plan_windows(8, 4, 0)) == [13]
-    assert pixel_boundaries(plan_windows(5, 8, 2)) == []
-    # Every boundary is a valid index into the decoded video of 4(T - 1) + 1 frames.
-    for length, window, overlap in [(2, 1, 0), (31, 8, 3), (64, 16, 15)]:
-        frames = 4 * (length - 1) + 1
-        assert all(
-            1 <= p <= frames - 1 for p in pixel_boundaries(plan_windows(length, window, overlap))
-        )
+    assert pixel_boundaries(plan_windows(8, 4, 0), tiny) == [13]
+    assert pixel_boundaries(plan_windows(5, 8, 2), tiny) == []
+    # An 8n+1 model (LTX-Video's layout) decodes the same hand-overs at 8b - 7.
+    ltx = Geometry(model="ltx", temporal_stride=8, spatial_stride=32, pixel_multiple=32,
+                   max_frames=257)  # fmt: skip
+    assert pixel_boundaries(plan_windows(10, 4, 2), ltx) == [17, 33, 49]
+    # Every boundary is a valid index into the decoded video.
+    for g in (tiny, ltx):
+        for length, window, overlap in [(2, 1, 0), (31, 8, 3), (64, 16, 15)]:
+            frames = g.pixel_frames(length)
+            boundaries = pixel_boundaries(plan_windows(length, window, overlap), g)
+            assert all(1 <= p <= frames - 1 for p in boundaries)
 
 
 def test_concat_boundaries() -> None:
