@@ -9,11 +9,12 @@ unknown id a 404.
 
 Every route but /healthz and the docs needs a tenant's bearer token (`farm.serve.auth`);
 videos and campaigns belong to the tenant that made them, and another tenant's id is a 404.
-Requests are held to the deployment's limits (`Limits`: 422 ``limit_exceeded`` naming the
-limit; a body over ``max_body_bytes`` is a 413 before it is parsed) and prompts to the
-tenant's prompt policy (`farm.policy`: 422 ``policy_violation`` naming the field) before
-any GPU time is spent. Ids from the URL are checked against their exact hex form before
-they touch a path; nothing from a request becomes a path unchecked.
+Requests are held to the served model's rules (its `Geometry`: 422 ``invalid_request``
+naming the size and the rule), to the deployment's limits (`Limits`: 422
+``limit_exceeded`` naming the limit; a body over ``max_body_bytes`` is a 413 before it is
+parsed) and prompts to the tenant's prompt policy (`farm.policy`: 422 ``policy_violation``
+naming the field) before any GPU time is spent. Ids from the URL are checked against their
+exact hex form before they touch a path; nothing from a request becomes a path unchecked.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the endpoint annotations as
@@ -40,8 +41,16 @@ from farm.serve import campaigns
 from farm.serve.auth import Auth, authenticate, deployment
 from farm.serve.dashboard import router as dashboard_router
 from farm.serve.director import videos_dir
-from farm.serve.wire import CreateVideoRequest, Limits, RequestError, VideoRequest, owns
+from farm.serve.wire import (
+    CreateVideoRequest,
+    Limits,
+    RequestError,
+    VideoRequest,
+    check_request_geometry,
+    owns,
+)
 from farm.settings import setting_default
+from model.geometry import geometry_of
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +170,12 @@ class Api:
         tokens: dict[str, str] | None = None,
         allow_anonymous: bool = False,
         prompt_policy: dict[str, Any] | None = None,
+        model: str = setting_default("model"),
     ):
         self.director = director  # DeploymentHandle of a Director
         self.root = storage_root
+        # The served model's frame and size rules, read once (torch-free: its config only).
+        self.geometry = geometry_of(model)
         self.limits = Limits.model_validate(limits or {})
         self.storage_options = dict(storage_options or {})
         self.jobs_address = jobs_address  # Ray's Jobs API, where campaign jobs are submitted
@@ -182,6 +194,7 @@ class Api:
     @app.post("/v1/videos", status_code=201)
     async def create(self, body: VideoRequest, tenant: str = Tenant) -> dict[str, Any]:
         """Queue a video (or find the same request's video); 201 with its state."""
+        check_request_geometry(body, self.geometry)  # a size the model cannot render at all
         self.limits.check(body)
         self._check_policy(
             tenant, [("prompt", body.prompt), ("negative_prompt", body.negative_prompt)]

@@ -1,6 +1,9 @@
 """Wire and configuration models of the Serve app: HTTP request/response bodies, app args.
 
-Nothing here imports Ray, so the API surface can be validated and documented without it.
+Nothing here imports Ray or torch, so the API surface can be validated and documented
+without them. The schema checks a request's syntax; what the served model can render (its
+pixel multiple, its frame rule) is the model's to say: `check_request_geometry` asks its
+`Geometry` (`model.geometry`), and the frame count is `geometry.frames_for(seconds, fps)`.
 """
 
 from __future__ import annotations
@@ -11,10 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
-from farm.output.local import frames_for, parse_size
 from farm.settings import Settings, setting_default
+from model.geometry import Geometry
 
-PIXEL_MULTIPLE = 16  # VAE stride x patch size of the farm's presets
 VIDEO_ID_HEX = 32
 TENANT_TAG_HEX = 10
 ANONYMOUS_TENANT = "default"  # the tenant of requests without a token (allow_anonymous)
@@ -44,6 +46,15 @@ class RequestError(Exception):
         return out
 
 
+def parse_size(size: str) -> tuple[int, int]:
+    """'WxH' → (width, height), with a clear error for anything else (sides unchecked)."""
+    try:
+        width, height = (int(part) for part in size.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"size must look like WIDTHxHEIGHT, e.g. 256x144; got {size!r}") from None
+    return width, height
+
+
 class VideoRequest(BaseModel):
     """POST /v1/videos: what to render (the HTTP body)."""
 
@@ -52,7 +63,9 @@ class VideoRequest(BaseModel):
     prompt: str = Field(min_length=1, max_length=4000, description="What the video shows.")
     negative_prompt: str = Field("", max_length=4000, description="What guidance avoids.")
     seconds: float = Field(4.0, gt=0, le=120, description="Length in seconds.")
-    size: str = Field("256x144", description="WIDTHxHEIGHT, each a multiple of 16.")
+    size: str = Field(
+        "256x144", description="WIDTHxHEIGHT, each a multiple of the served model's multiple."
+    )
     fps: int = Field(24, ge=1, le=60, description="Frames per second.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Noise seed.")
     steps: int = Field(20, ge=1, le=200, description="Denoising steps.")
@@ -61,12 +74,8 @@ class VideoRequest(BaseModel):
     @field_validator("size")
     @classmethod
     def _size(cls, value: str) -> str:
+        # Syntax only: which sides are valid is the served model's rule (check_request_geometry).
         width, height = parse_size(value)
-        for name, side in (("width", width), ("height", height)):
-            if side < PIXEL_MULTIPLE or side % PIXEL_MULTIPLE:
-                raise ValueError(
-                    f"{name} {side} must be a positive multiple of {PIXEL_MULTIPLE} (got {value!r})"
-                )
         return f"{width}x{height}"
 
     @property
@@ -77,9 +86,21 @@ class VideoRequest(BaseModel):
     def height(self) -> int:
         return parse_size(self.size)[1]
 
-    @property
-    def frames(self) -> int:
-        return frames_for(self.seconds, self.fps)
+    def frames_for(self, geometry: Geometry) -> int:
+        """The frame count `geometry`'s model renders for these seconds at this fps."""
+        return geometry.frames_for(self.seconds, self.fps)
+
+
+def check_request_geometry(request: VideoRequest, geometry: Geometry) -> None:
+    """Raise a 422 RequestError (param `size`) unless the served model renders this size.
+
+    The message names the side and the model's rule, e.g. ``size: width 60 must be a
+    positive multiple of <the model's multiple> (model 'tiny')``.
+    """
+    try:
+        geometry.check_size(request.width, request.height)
+    except ValueError as e:
+        raise RequestError(422, "invalid_request", f"size: {e}", "size") from None
 
 
 class CreateVideoRequest(VideoRequest):
