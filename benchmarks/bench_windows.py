@@ -22,15 +22,21 @@ from benchmarks.common import median_time, report, table
 from farm.render.engine import VideoJob, render, sample_latents
 from farm.render.executors import LocalExecutor, RayExecutor
 from farm.render.halo import run_round
-from farm.render.seams import seam_ratio
+from farm.render.seams import pixel_boundaries, seam_ratio
+from model.geometry import geometry_of
 
 FPS, SIZE = 24, 128  # one resolution for every length: 1:1 feed format
+# Frame counts, latent sizes and seam positions are the models' (model.geometry).
+TINY, SMALL, BASE = (geometry_of(p) for p in ("tiny", "small", "base"))
 
 
 def length_job(seconds: int, windowed: bool) -> VideoJob:
-    frames = 4 * (seconds * FPS // 4) + 1
-    T = (frames - 1) // 4 + 1
+    frames = SMALL.frames_for(seconds, FPS)
+    T = SMALL.latent_frames(frames)
+    # Unwindowed: what one forward over the whole clip would cost if the model took it.
+    geometry = SMALL if windowed else SMALL.model_copy(update={"max_frames": frames})
     return VideoJob(
+        geometry=geometry,
         prompt="a red bottle turns on a table",
         frames=frames,
         height=SIZE,
@@ -138,9 +144,11 @@ def cost_vs_length(lengths=(4, 8, 16, 32, 60), full_budget_s: float = 400) -> tu
 def batching() -> tuple[str, dict]:
     rows, data = [], []
     for preset, size in (("tiny", 128), ("small", 64)):
+        geometry = geometry_of(preset)
         job = VideoJob(
+            geometry=geometry,
             prompt="a shoe",
-            frames=4 * 47 + 1,
+            frames=geometry.pixel_frames(48),
             height=size,
             width=size,
             steps=1,
@@ -181,7 +189,7 @@ class SleepWorker:
         self.cpu_s, self.windows = 0.0, 0
 
     def latent_shape(self, frames, height, width):
-        return (16, (frames - 1) // 4 + 1, height // 8, width // 8)
+        return (16, BASE.latent_frames(frames), *BASE.latent_size(width, height))
 
     def _forward(self, windows: int, guided: bool, steps: int = 1) -> None:
         rows = windows * (2 if guided else 1)  # a guided step is two rows of a forward
@@ -228,7 +236,8 @@ def calibrated_forward_s(mfu: float = 0.4, peak_flops: float = 989e12) -> float:
     import model
     from model.flops import dit_step_flops
 
-    flops = dit_step_flops(model.PRESETS["base"], frames=4 * 15 + 1, height=480, width=832)
+    frames = BASE.pixel_frames(16)
+    flops = dit_step_flops(model.PRESETS["base"], frames=frames, height=480, width=832)
     return 2 * flops.total / (mfu * peak_flops)
 
 
@@ -236,8 +245,9 @@ def scaling(
     actor_counts=(1, 2, 4, 8, 16, 32), forward_s: float = 0.2, steps: int = 8
 ) -> tuple[str, dict]:
     job = VideoJob(
+        geometry=BASE,
         prompt="a long product film",
-        frames=4 * (60 * FPS // 4) + 1,
+        frames=BASE.frames_for(60, FPS),
         height=480,
         width=832,
         steps=steps,
@@ -347,8 +357,9 @@ def sync_every() -> tuple[str, dict]:
 
     rows, data = [], []
     job = VideoJob(
+        geometry=TINY,
         prompt="a cup",
-        frames=4 * (30 * FPS // 4) + 1,
+        frames=TINY.frames_for(30, FPS),
         height=64,
         width=64,
         steps=8,
@@ -369,7 +380,7 @@ def sync_every() -> tuple[str, dict]:
             z = sample_latents(fn_ex, j.model_copy(update={"guidance": 1.0}))
             seam = seam_ratio(z[0].permute(1, 2, 3, 0), j.plan().handovers)
             frames = render(ex, j.model_copy(update={"steps": 4}))
-            pixel_seam = seam_ratio(frames, [4 * b - 3 for b in j.plan().handovers])
+            pixel_seam = seam_ratio(frames, pixel_boundaries(j.plan(), j.geometry))
             rows.append(
                 [k, f"{wall:.2f}", f"{moved / 2**20:.1f}", f"{seam:.3f}", f"{pixel_seam:.3f}"]
             )
