@@ -4,9 +4,9 @@ Teams that keep copy in spreadsheets send a feed (CSV or Parquet) instead of a c
 `load_feed` validates it into an Arrow table with schema `FEED`, which
 `farm.campaign.expand.expand_feed` maps onto the VARIANTS table. Widths and heights are
 checked against the model that renders them (a preset's `Geometry`), never a copied rule.
-Every error names the row, the column and the rule (`feed row 3, column width: 1000 must be
-a positive multiple of 16 (model 'small')`), and the loader raises `SpecError` and nothing
-else, whatever the input.
+Every error names the row, the column and the model's rule (`feed row 3, column width: 1000
+must be a positive multiple of ... (model 'small')`), and the loader raises `SpecError` and
+nothing else, whatever the input.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ slug or a pixel size is checked the same way in a YAML spec and in a CSV row.
 Sizes are checked against the model that renders them (the spec's `preset`), never
 against a copy of its rule: a loader passes that model's `Geometry` in the validation
 context (``context={"geometry": ...}``) and `Pixels` asks it, so every bad size is
-reported with the other errors and names the rule (`formats[1].width: 1000 must be a
-positive multiple of 16 (model 'small')`). Loaders raise `SpecError` and nothing else.
+reported with the other errors and names the model's rule (`formats[1].width: 1000 must be
+a positive multiple of ... (model 'small')`). Loaders raise `SpecError` and nothing else.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ Sizes are the model's to judge: the spec's `preset` names the model, and every w
 height is checked against that model's pixel multiple (`model.geometry`), never a copy.
 Every error names where it is, in the user's terms, and the rule it breaks:
 `locales.ar-SA.headline: must not be empty`, `formats[1].width: 1000 must be a positive
-multiple of 16 (model 'small')`. Loaders raise `SpecError` and nothing else, whatever the
-input.
+multiple of ... (model 'small')`, with the model's own multiple. Loaders raise `SpecError`
+and nothing else, whatever the input.
 """
 
 from __future__ import annotations
