@@ -5,8 +5,8 @@
 
 Colour and motion accuracy over the 48 held-out (product, colour, motion) triples, in each
 of the six caption languages, judged from the pixels by `model.training.eval`; then the seam ratio
-of a 30 s video through the window engine vs independent chunks, and whether two renders
-of the same prompt and seed encode to the same MP4 bytes.
+of a 30 s video through the window engine vs independent chunks (`farm.evaluation`), and
+whether two renders of the same prompt and seed encode to the same MP4 bytes.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import torch
 
 import model
 from benchmarks.common import report, table
+from farm.evaluation import seam_report
 from model.training.data import LANGUAGES
-from model.training.eval import evaluate, seam_report, vae_ceiling
+from model.training.eval import evaluate, vae_ceiling
 from model.training.probes import direction_bias
 
 TARGETS = {"colour": 0.90, "motion": 0.80, "gap": 0.10, "seam": 1.2}

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import report, table
-from tests.helpers.ray_head import free_ports, ray_head
+from farm.testing.ray_head import free_ports, ray_head
 
 APP = "soak"
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_watermark
 
-2 s clips (49 frames, 256x144) from tests/farm/output/test_watermark.py: ad-like scene, noise-like
+2 s clips (49 frames, 256x144) from farm/testing/clips.py: ad-like scene, noise-like
 texture (the test clip), and a stress clip of full-contrast noise moving 2 px per frame.
 Bit accuracy is of the 64 raw payload bits before error correction; "decoded" says whether
 the id came back (CRC + Chase decoding), the ECC the tests rely on.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from benchmarks.common import median_time, report, table
 from farm.output import watermark as wm
 from farm.output.media import encode_mp4
-from tests.farm.output.test_watermark import half_size, noise_clip, scene_clip
+from farm.testing.clips import half_size, noise_clip, scene_clip
 
 VARIANT = "3fa85f6457174562b3fc"
 CLIPS = {

@@ -285,7 +285,7 @@ def scaling(
             ideal = job.steps * -(-windows // n) * forward_s  # whole rounds of forwards
             replica_ms = 1e3 * sum(s["cpu_s"] for s in stats) / sum(s["windows"] for s in stats)
             through_driver = (ex.bytes_sent + ex.bytes_received) / job.steps
-            between = getattr(ex, "halo_bytes", 0) / job.steps
+            between = ex.halo_bytes / job.steps
             label = f"{n}" + (", sync_every=2" if sync > 1 else "")
             label += ", driver fusion" if cls is DriverFusion else ""
             rows.append(
@@ -353,7 +353,7 @@ def scaling_both() -> tuple[str, dict]:
 
 
 def sync_every() -> tuple[str, dict]:
-    from tests.helpers.engine_models import FunctionExecutor, temporal_gaussian
+    from farm.testing.velocity_fields import FunctionExecutor, temporal_gaussian
 
     rows, data = [], []
     job = VideoJob(

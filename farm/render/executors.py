@@ -6,7 +6,9 @@
   whose actor dies is sent again to another actor and the dead one is replaced, so the
   video completes with the same result.
 
-The Serve executor (farm/serve) implements the same three methods.
+Both implement `farm.render.protocols.Executor`; the Serve executor (farm/serve) does too.
+Packing window-steps into calls and resending lost calls are `farm.render.dispatch`'s,
+shared with the Serve executor.
 """
 
 from __future__ import annotations
@@ -17,12 +19,20 @@ import logging
 import numpy as np
 import ray
 import torch
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from torch import Tensor
 
+from farm.render.dispatch import (
+    REPLICA_DEATH,
+    Resender,
+    as_tensor,
+    forward_rows,
+    pack_steps,
+    tensor_bytes,
+    unpack_velocities,
+)
 from farm.render.engine import Blender, WindowStep, blend
 from farm.render.halo import HaloLayout
-from farm.render.worker import ModelWorker, as_tensor
+from farm.render.worker import ModelWorker
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +62,6 @@ class LocalExecutor:
 
 
 ModelActor = ray.remote(ModelWorker)
-_DEATH = (RayActorError, ActorDiedError, ActorUnavailableError)
 
 
 class RayExecutor:
@@ -79,13 +88,18 @@ class RayExecutor:
             {"max_batch": max_batch, "threads": threads, "device": "cuda" if num_gpus else "cpu"},
         )
         self.max_batch = max_batch
-        self.max_resends = max_resends
+        self.resender = Resender(max_resends, pool="Ray actor")
         self.actors = [self._spawn() for _ in range(num_actors)]
-        self.resent = 0  # batches sent again after their actor died
         self.bytes_sent = 0  # tensor bytes shipped to actors (window latents, prompts aside)
         self.bytes_received = 0
         self.halo_bytes = 0  # overlap frames sent replica to replica (halo exchange)
         self._shapes: dict[tuple, tuple] = {}
+        self._model_info: dict[str, str] | None = None
+
+    @property
+    def resent(self) -> int:
+        """Calls and round tasks sent again after their actor died."""
+        return self.resender.resent
 
     def _spawn(self):
         model_ref, kwargs = self._init
@@ -99,7 +113,7 @@ class RayExecutor:
 
     def _per_call(self, guidance: float) -> int:
         """Window-steps per actor call: a guided step is two rows of a forward."""
-        return max(1, self.max_batch // (2 if guidance != 1 else 1))
+        return max(1, self.max_batch // forward_rows(guidance))
 
     def _put(self, latent: Tensor):
         """Ship a latent to the object store once; window-steps then refer to it by range."""
@@ -109,29 +123,18 @@ class RayExecutor:
 
     def model_info(self) -> dict[str, str]:
         """The pool's model (every actor loads the same reference)."""
-        if not hasattr(self, "_model_info"):
+        if self._model_info is None:
             self._model_info = self._run([("model_info", ())])[0]
         return self._model_info
 
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
         n = self._per_call(max((s.guidance for s in steps), default=1.0))
-        groups: dict[tuple, list[int]] = {}  # steps by the latent (memory) they window
-        for i, s in enumerate(steps):
-            key = (s.latent.data_ptr(), tuple(s.latent.shape), s.latent.stride())
-            groups.setdefault(key, []).append(i)
-        calls, order = [], []
-        for idx in groups.values():
-            ref = self._put(steps[idx[0]].latent)
-            for k in range(0, len(idx), n):
-                part = [steps[i] for i in idx[k : k + n]]
-                fields = ("start", "stop", "t", "prompt", "negative_prompt", "guidance")
-                args = tuple([getattr(s, f) for s in part] for f in fields)
-                calls.append(("run_arrays", (ref, *args)))
-                order += idx[k : k + n]
-        out: list = [None] * len(steps)
-        for i, v in zip(order, itertools.chain.from_iterable(self._run(calls)), strict=True):
-            out[i] = as_tensor(v)
-        return out
+        calls, batches = [], []
+        for pack in pack_steps(steps, n):
+            ref = self._put(pack.latent)  # once per latent, whatever the number of calls
+            calls += [("run_arrays", (ref, *batch.fields)) for batch in pack.batches]
+            batches += pack.batches
+        return unpack_velocities(len(steps), batches, self._run(calls))
 
     def advance(self, x, plan, ts, prompts, negative, guidance) -> Tensor:
         """Windows run their steps on the pool and are blended as they come back."""
@@ -199,19 +202,16 @@ class RayExecutor:
         lookahead = 2
         for r in range(min(lookahead, len(schedule))):
             submit_round(r)
-        resends = 0
+        spent = 0  # resends budget: replicas that died (not inputs lost with them)
         for r in range(len(schedule)):
             g = 0
             while g < n:  # confirm round r group by group; resend what failed
                 try:
                     ray.get(outs[r][g][-1])
                     g += 1
-                except _DEATH as e:
-                    if self._replace_dead(e, self.actors[self._owner(g, n)]):
-                        resends += 1  # a replica died (not just an input lost with it)
-                        if resends > self.max_resends:
-                            raise RuntimeError(f"replicas died {resends} times; last: {e}") from e
-                    self.resent += 1
+                except REPLICA_DEATH as e:
+                    died = self._replace_dead(e, self.actors[self._owner(g, n)])
+                    spent = self.resender.charge(e, spent, counted=died)
                     log.warning("round %d group %d lost its actor or an input; resending", r, g)
                     submit(r, g)
             outs.pop(r - 1, None)  # inputs of a confirmed round are no longer needed
@@ -255,55 +255,33 @@ class RayExecutor:
         self.actors = []
 
     def _run(self, calls: list[tuple[str, tuple]], on_result=None) -> list:
-        """Run (method, args) calls over the pool; resend those whose actor died.
+        """Run (method, args) calls over the pool, round robin; resend those whose actor died.
 
-        Returns the results in call order, or hands each to `on_result(i, result)` as it
-        arrives (then the list holds None), so the caller works while the pool computes.
+        Results in call order, or each handed to `on_result(i, result)` as it arrives.
         """
-        results: list = [None] * len(calls)
-        pending: dict = {}
         turn = itertools.count()
 
-        def submit(i: int) -> None:
+        def send(call: tuple[str, tuple]) -> tuple:
             actor = self.actors[next(turn) % len(self.actors)]
-            method, args = calls[i]
-            self.bytes_sent += _tensor_bytes(args)
-            pending[getattr(actor, method).remote(*args)] = (i, actor)
+            method, args = call
+            self.bytes_sent += tensor_bytes(args)
+            return getattr(actor, method).remote(*args), actor
 
-        for i in range(len(calls)):
-            submit(i)
-        resends = 0
-        while pending:
-            (ref,), _ = ray.wait(list(pending), num_returns=1)
-            i, actor = pending.pop(ref)
-            try:
-                result = ray.get(ref)
-                self.bytes_received += _tensor_bytes(result)
-                if on_result is None:
-                    results[i] = result
-                else:
-                    on_result(i, result)
-            except _DEATH as e:
-                resends += 1
-                if resends > self.max_resends:
-                    raise RuntimeError(f"window-steps failed {resends} times; last: {e}") from e
-                self._replace(actor)
-                self.resent += 1
-                log.warning("actor died; resending %s call %d", calls[i][0], i)
-                submit(i)
-        return results
+        def result(sent: tuple):
+            value = ray.get(sent[0])
+            self.bytes_received += tensor_bytes(value)
+            return value
 
-    def _replace(self, dead) -> None:
-        if dead in self.actors:
-            self.actors[self.actors.index(dead)] = self._spawn()
+        def first_ready(sent: list[tuple]) -> int:
+            refs = [ref for ref, _ in sent]
+            (ready,), _ = ray.wait(refs, num_returns=1)
+            return refs.index(ready)
 
+        def lost(sent: tuple) -> None:
+            dead = sent[1]
+            if dead in self.actors:  # not yet replaced by an earlier failure
+                self.actors[self.actors.index(dead)] = self._spawn()
 
-def _tensor_bytes(obj) -> int:
-    """Bytes of the tensors inside (nested lists/tuples of) `obj`."""
-    if isinstance(obj, Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, np.ndarray):
-        return obj.nbytes
-    if isinstance(obj, list | tuple):
-        return sum(_tensor_bytes(o) for o in obj)
-    return 0
+        return self.resender.run(
+            calls, send, result, first_ready=first_ready, lost=lost, on_result=on_result
+        )

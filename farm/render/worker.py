@@ -11,7 +11,6 @@ from __future__ import annotations
 import resource
 import threading
 import time
-import warnings
 from collections import OrderedDict, defaultdict
 
 import numpy as np
@@ -19,25 +18,10 @@ import torch
 from torch import Tensor
 
 import model
+from farm.render.dispatch import as_tensor, unpack_steps
 from farm.render.engine import WindowStep, advance_windows
 from farm.render.halo import HaloLayout, run_round, window_advancer
 from model.text import TextCond
-
-
-def as_tensor(a: np.ndarray | Tensor) -> Tensor:
-    """A tensor over `a` without a copy.
-
-    Ray hands out read-only views of its object store; the farm only ever reads these
-    tensors (every update makes a new tensor), so aliasing them is safe and saves a copy of
-    each window per step.
-    """
-    if isinstance(a, Tensor):
-        return a
-    if a.flags.writeable:
-        return torch.from_numpy(a)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(a)
 
 
 class ModelWorker:
@@ -138,13 +122,7 @@ class ModelWorker:
 
     def run_arrays(self, latent, starts, stops, ts, prompts, negatives, guidances) -> list:
         """run_steps on windows of one shared latent array (what Ray actors receive)."""
-        latent = as_tensor(latent)
-        steps = [
-            WindowStep(latent, a, b, t, p, n, g)
-            for a, b, t, p, n, g in zip(
-                starts, stops, ts, prompts, negatives, guidances, strict=True
-            )
-        ]
+        steps = unpack_steps(latent, starts, stops, ts, prompts, negatives, guidances)
         return [v.numpy() for v in self.run_steps(steps)]
 
     def advance(self, x, windows, ts, prompts, negative, guidance) -> list[Tensor]:

@@ -2,27 +2,21 @@
 
 Blocking calls (`.remote(...).result()`), so the engine loop runs in a worker thread (the
 Director uses `asyncio.to_thread`). Per step, each latent is shipped once as numpy with the
-ranges of its windows; Serve routes the call to any replica and the Renderer batches it
-with other videos' steps. A call whose replica died is sent again, a bounded number of
-times: window-steps are stateless, so a resend gives the same result.
+ranges of its windows (`farm.render.dispatch.pack_steps`); Serve routes the call to any
+replica and the Renderer batches it with other videos' steps. A call whose replica died is
+sent again, a bounded number of times (`farm.render.dispatch.Resender`, as the Ray
+executor does): window-steps are stateless, so a resend gives the same result.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from torch import Tensor
 
+from farm.render.dispatch import Resender, as_tensor, pack_steps, unpack_velocities
 from farm.render.engine import WindowStep
-from farm.render.worker import as_tensor
-
-log = logging.getLogger(__name__)
-
-_DEATH = (RayActorError, ActorDiedError, ActorUnavailableError)
-_FIELDS = ("start", "stop", "t", "prompt", "negative_prompt", "guidance")
 
 
 class ServeExecutor:
@@ -40,11 +34,15 @@ class ServeExecutor:
         self.renderer = renderer  # DeploymentHandle of a Renderer
         # Interactive (a user waits) or a campaign's bulk work, and that campaign's priority.
         self.lane = {"interactive": interactive, "priority": priority}
-        self.max_resends = max_resends
+        self.resender = Resender(max_resends, pool="Renderer replica")
         self.timeout_s = timeout_s
-        self.resent = 0  # calls sent again after their replica died
         self._shapes: dict[tuple, tuple[int, int, int, int]] = {}
         self._info: dict[str, str] | None = None
+
+    @property
+    def resent(self) -> int:
+        """Calls sent again after their replica died."""
+        return self.resender.resent
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C, T, H, W) of the latent for a video of this size (asked once per size)."""
@@ -61,20 +59,13 @@ class ServeExecutor:
 
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
         """Guided velocities, one Renderer call per distinct latent the steps window."""
-        groups: dict[tuple, list[int]] = {}
-        for i, s in enumerate(steps):
-            key = (s.latent.data_ptr(), tuple(s.latent.shape), s.latent.stride())
-            groups.setdefault(key, []).append(i)
-        calls = []
-        for idx in groups.values():
-            latent = steps[idx[0]].latent.detach().contiguous().numpy()
-            fields = tuple([getattr(steps[i], f) for i in idx] for f in _FIELDS)
-            calls.append(("velocities", (latent, *fields), self.lane))
-        out: list = [None] * len(steps)
-        for idx, vs in zip(groups.values(), self._run(calls), strict=True):
-            for i, v in zip(idx, vs, strict=True):
-                out[i] = as_tensor(v)
-        return out
+        calls, batches = [], []
+        for pack in pack_steps(steps):  # one batch per latent: the Renderer cuts its forwards
+            (batch,) = pack.batches
+            latent = pack.latent.detach().contiguous().numpy()
+            calls.append(("velocities", (latent, *batch.fields), self.lane))
+            batches.append(batch)
+        return unpack_velocities(len(steps), batches, self._run(calls))
 
     def decode_chunks(self, z: Tensor, chunks: list[tuple[int, int]]) -> list[Tensor]:
         """uint8 frames of each latent chunk, decoded in parallel over the pool."""
@@ -84,22 +75,12 @@ class ServeExecutor:
 
     def _run(self, calls: list[tuple]) -> list:
         """Send every (method, args[, kwargs]) call at once, wait for all; resend on death."""
-        responses = {i: self._send(*call) for i, call in enumerate(calls)}
-        results: list = [None] * len(calls)
-        resends = 0
-        while responses:
-            i, response = next(iter(responses.items()))
-            del responses[i]
-            try:
-                results[i] = response.result(timeout_s=self.timeout_s)
-            except _DEATH as e:
-                resends += 1
-                if resends > self.max_resends:
-                    raise RuntimeError(f"Renderer calls failed {resends} times; last: {e}") from e
-                self.resent += 1
-                log.warning("renderer replica died; resending %s (call %d)", calls[i][0], i)
-                responses[i] = self._send(*calls[i])
-        return results
 
-    def _send(self, method: str, args: tuple, kwargs: dict | None = None):
-        return getattr(self.renderer, method).remote(*args, **(kwargs or {}))
+        def send(call: tuple):
+            method, args, *kwargs = call
+            return getattr(self.renderer, method).remote(*args, **(kwargs[0] if kwargs else {}))
+
+        def result(response) -> Any:
+            return response.result(timeout_s=self.timeout_s)
+
+        return self.resender.run(calls, send, result)

@@ -29,18 +29,13 @@ import numpy as np
 from ray import serve
 
 from farm import metrics
+from farm.render.dispatch import forward_rows, unpack_steps
 from farm.render.engine import WindowStep
-from farm.render.worker import ModelWorker, as_tensor
+from farm.render.worker import ModelWorker
 from farm.serve.gate import PriorityGate, work_key
 
 # (latent [C, T, H, W], starts, stops, ts, prompts, negatives, guidances): one video's step
 StepsRequest = tuple[np.ndarray, list, list, list, list, list, list]
-
-
-def _steps(request: StepsRequest) -> list[WindowStep]:
-    latent, *fields = request
-    x = as_tensor(latent)
-    return [WindowStep(x, a, b, t, p, n, g) for a, b, t, p, n, g in zip(*fields, strict=True)]
 
 
 def _forwards(steps: list[WindowStep], rows: int) -> list[list[WindowStep]]:
@@ -48,7 +43,7 @@ def _forwards(steps: list[WindowStep], rows: int) -> list[list[WindowStep]]:
     parts: list[list[WindowStep]] = [[]]
     used = 0
     for s in steps:
-        need = 2 if s.guidance != 1 else 1  # a guided step is two rows
+        need = forward_rows(s.guidance)
         if parts[-1] and used + need > rows:
             parts.append([])
             used = 0
@@ -167,7 +162,7 @@ class Renderer:
 
     async def _run_batch(self, requests: list[StepsRequest], key: tuple) -> list:
         """Window-steps of many videos' requests, run through the worker together."""
-        per_request = [_steps(r) for r in requests]
+        per_request = [unpack_steps(*r) for r in requests]
         flat = [s for steps in per_request for s in steps]
         self.videos_per_batch.append(len(requests))
         metrics.record_batch(self.preset, len(requests), len(flat))  # metrics

@@ -13,8 +13,8 @@ product's dominant colour and its motion, with no learned judge:
   orientation change of the silhouette (rotate), else still.
 
 `tests/model/test_eval.py` checks that these analysers recover the truth on procedural
-clips, which is what makes them a judge. `seam_report` (needs the `farm` package, imported
-only when called) measures seams of long videos rendered through the window engine.
+clips, which is what makes them a judge. Seams of long videos through the farm's window
+engine are measured by `farm.evaluation` (`farm eval`), which adds them to this report.
 
     python -m model.training.eval --model small --out benchmarks/results/eval.json
 """
@@ -22,7 +22,6 @@ only when called) measures seams of long videos rendered through the window engi
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from collections import Counter, defaultdict
@@ -291,103 +290,9 @@ def summarise(cases: list[dict]) -> dict:
     return {"accuracy": acc, "gap_to_en": gap, "confusions": confusion}
 
 
-# --- seams and determinism (through the farm's window engine) ---------------------------
-
-
-def seam_report(
-    model_ref: str = "small",
-    *,
-    prompt: str,
-    seconds: float = 30.0,
-    fps: int = 24,
-    size: int = 64,
-    steps: int = 20,
-    guidance: float = 5.0,
-    shift: float = 3.0,
-    window: int = 8,
-    overlap: int = 4,
-    more_overlaps: tuple[int, ...] = (),
-    seed: int = 0,
-) -> dict:
-    """Seam ratio of a long video through the window engine vs independent chunks; MP4 bytes.
-
-    The chunks have the window's length, each with its own seed, concatenated end to end:
-    what a farm without blending would produce. `more_overlaps` renders the windowed video
-    again at each of those overlaps (listed with `overlap` in "by_overlap"), on the same
-    loaded model and against the same chunks. Imports `farm` here, not at module level,
-    so `model` itself never depends on the farm.
-    """
-    from farm.output.media import encode_mp4
-    from farm.render.engine import VideoJob, render
-    from farm.render.executors import LocalExecutor
-    from farm.render.seams import concat_boundaries, pixel_boundaries, seam_ratio
-
-    ex = LocalExecutor(model_ref, max_batch=16)
-    frames = 4 * round(seconds * fps / 4) + 1
-    common = {
-        "prompt": prompt,
-        "height": size,
-        "width": size,
-        "fps": fps,
-        "steps": steps,
-        "guidance": guidance,
-        "shift": shift,
-        "window": window,
-    }
-
-    def windowed(overlap: int) -> tuple[VideoJob, np.ndarray, dict]:
-        job = VideoJob(frames=frames, seed=seed, overlap=overlap, **common)
-        t0 = time.monotonic()
-        video = render(ex, job).numpy()
-        return (
-            job,
-            video,
-            {
-                "overlap": overlap,
-                "windows": len(job.plan().windows),
-                "seam_ratio_windowed": seam_ratio(video, pixel_boundaries(job.plan())),
-                # At latent rate (one frame per latent frame): a decoder that holds each latent
-                # frame for 4 pixel frames puts all change at latent transitions, which inflates
-                # the pixel-rate ratio ~4x; here seams are compared with latent transitions.
-                "seam_ratio_windowed_latent_rate": seam_ratio(video[::4], job.plan().handovers),
-                "render_s": round(time.monotonic() - t0, 1),
-            },
-        )
-
-    job, video, main = windowed(overlap)
-    by_overlap = [main] + [windowed(o)[2] for o in more_overlaps]
-    chunk_frames = 4 * window + 1
-    chunks = []
-    for i in range(-(-frames // chunk_frames)):
-        chunk = VideoJob(frames=chunk_frames, seed=seed + 1 + i, overlap=overlap, **common)
-        part = render(ex, chunk).numpy()
-        chunks.append(part[: frames - sum(len(c) for c in chunks)])
-    concat = np.concatenate(chunks)
-    independent = seam_ratio(concat, concat_boundaries([len(c) for c in chunks]))
-    subs = [c[::4] for c in chunks]
-    independent_latent = seam_ratio(np.concatenate(subs), concat_boundaries([len(c) for c in subs]))
-    mp4 = [encode_mp4(video, fps), encode_mp4(render(ex, job).numpy(), fps)]
-    return {
-        "prompt": prompt,
-        "seconds": seconds,
-        "fps": fps,
-        "frames": frames,
-        "size": size,
-        "window": window,
-        **main,
-        "seam_ratio_independent_chunks": independent,
-        "seam_ratio_independent_chunks_latent_rate": independent_latent,
-        "by_overlap": by_overlap,
-        "mp4_sha256": [hashlib.sha256(b).hexdigest() for b in mp4],
-        "mp4_identical": mp4[0] == mp4[1],
-    }
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """`python -m model.training.eval`: prompt following on held-out triples, and seams."""
-    p = argparse.ArgumentParser(
-        prog="python -m model.training.eval", description=__doc__.split("\n")[0]
-    )
+def parser(prog: str = "python -m model.training.eval") -> argparse.ArgumentParser:
+    """The command line of the prompt-following evaluation (extended by `farm.evaluation`)."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     p.add_argument("--model", default="small", help="preset name or checkpoint URL")
     p.add_argument("--out", default="", help="write the JSON report here")
     p.add_argument("--steps", type=int, default=20)
@@ -396,10 +301,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--frames", type=int, default=17)
     p.add_argument("--limit", type=int, default=0, help="only the first N held-out triples")
-    p.add_argument("--seconds", type=float, default=30.0, help="length of the seam videos")
-    p.add_argument("--no-seams", action="store_true")
     p.add_argument("--threads", type=int, default=2)
-    a = p.parse_args(argv)
+    return p
+
+
+def run(a: argparse.Namespace) -> dict:
+    """Prompt following on the held-out triples, with the settings parsed by `parser`."""
     torch.set_num_threads(a.threads)
     m = model.load(a.model)
     report = {"model": a.model, "weights_sha256": m.weights_digest()}
@@ -413,20 +320,21 @@ def main(argv: list[str] | None = None) -> dict:
         limit=a.limit or None,
     )
     print(json.dumps({k: report[k] for k in ("accuracy", "gap_to_en")}, indent=1))
-    if not a.no_seams:
-        report["seams"] = seam_report(
-            a.model,
-            prompt=report["cases"][0]["prompt"],
-            seconds=a.seconds,
-            size=a.size,
-            steps=a.steps,
-            guidance=a.guidance,
-            shift=a.shift,
-        )
-        print(json.dumps(report["seams"], indent=1))
-    if a.out:
-        with open(a.out, "w") as f:
+    return report
+
+
+def write_report(report: dict, path: str) -> None:
+    """The JSON report at `path` (nothing when empty)."""
+    if path:
+        with open(path, "w") as f:
             json.dump(report, f, indent=1, ensure_ascii=False)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """`python -m model.training.eval`: prompt following on held-out triples."""
+    a = parser().parse_args(argv)
+    report = run(a)
+    write_report(report, a.out)
     return report
 
 

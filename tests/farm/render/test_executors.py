@@ -9,6 +9,7 @@ from farm.render.executors import LocalExecutor, RayExecutor
 from farm.render.halo import HaloLayout
 
 JOB = VideoJob(
+    geometry="tiny",
     prompt="a red bottle",
     frames=4 * 13 + 1,
     height=32,
@@ -77,6 +78,7 @@ def test_parallel_chunked_decode_equals_full_decode(ray_local):
 
 def peak_rss(seconds: int) -> tuple[float, torch.Tensor]:
     job = VideoJob(
+        geometry="tiny",
         prompt="a long product film",
         frames=4 * (seconds * 24 // 4) + 1,
         height=64,

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from farm.render.engine import VideoJob, sample_latents
 from farm.render.halo import HaloLayout, run_rounds_here, window_advancer
-from tests.helpers.engine_models import FunctionExecutor
+from farm.testing.velocity_fields import FunctionExecutor
 
 
 def window_mixing(x, t, prompt):
@@ -32,6 +32,7 @@ class HaloFunctionExecutor(FunctionExecutor):
 
 def job(length: int, window: int, overlap: int, sync_every: int = 1, **kw) -> VideoJob:
     return VideoJob(
+        geometry="tiny",  # FunctionExecutor's latent layout
         prompt="a blue shoe",
         frames=4 * (length - 1) + 1,
         height=16,

@@ -11,7 +11,6 @@ from model.training.eval import (
     dominant_colour,
     evaluate,
     motion_of,
-    seam_report,
     summarise,
     vae_ceiling,
 )
@@ -70,16 +69,6 @@ def test_evaluate_end_to_end_on_tiny():
     assert set(report["accuracy"]["colour"]) == {"en", "ar", "all"}
     assert len(report["cases"]) == 4
     assert all(0 <= v <= 1 for v in report["accuracy"]["motion"].values())
-
-
-def test_seam_report_end_to_end_on_tiny():
-    r = seam_report("tiny", prompt="a red cup", seconds=2, fps=8, size=32, steps=2, window=2,
-                    overlap=1, more_overlaps=(0,))  # fmt: skip
-    assert r["frames"] == 17 and r["windows"] >= 3
-    assert [o["overlap"] for o in r["by_overlap"]] == [1, 0]
-    assert r["by_overlap"][1]["windows"] < r["windows"]
-    assert r["seam_ratio_windowed"] > 0 and r["seam_ratio_independent_chunks"] > 0
-    assert r["mp4_identical"]
 
 
 def test_vae_ceiling_reads_the_clips_through_the_vae():

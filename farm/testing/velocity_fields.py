@@ -1,7 +1,8 @@
 """Analytic stand-ins for the model, so engine properties can be checked exactly.
 
-`FunctionExecutor` runs a plain velocity function `fn(x [C, T, H, W], t, prompt)` with the
-executor interface; the functions below are exact flow-matching velocities.
+`FunctionExecutor` runs a plain velocity function `fn(x [C, T, H, W], t, prompt)` as a
+`StepExecutor` (it samples latents; it has no decoder); the functions below are exact
+flow-matching velocities. Tests and benchmarks use them.
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ import torch
 from torch import Tensor
 
 from farm.render.engine import WindowStep
+from model.geometry import Geometry, geometry_of
 
 
 class FunctionExecutor:
-    """Executor over a velocity function; records how many window-steps it saw."""
+    """A StepExecutor over a velocity function; records how many window-steps it saw."""
 
-    def __init__(self, fn, channels: int = 2):
+    def __init__(self, fn, channels: int = 2, geometry: Geometry | str = "tiny"):
         self.fn = fn
         self.channels = channels
+        # The latent layout of a model of this geometry (the bundled presets': tiny's).
+        self.geometry = geometry_of(geometry) if isinstance(geometry, str) else geometry
         self.calls = 0
 
     def latent_shape(self, frames: int, height: int, width: int):
-        return (self.channels, (frames - 1) // 4 + 1, height // 8, width // 8)
+        T = self.geometry.latent_frames(frames)
+        return (self.channels, T, *self.geometry.latent_size(width, height))
 
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
         self.calls += len(steps)
@@ -35,9 +40,6 @@ class FunctionExecutor:
             return v
         v_u = self.fn(s.x, s.t, s.negative_prompt)
         return v_u + s.guidance * (v - v_u)
-
-    def decode_chunks(self, z: Tensor, chunks):
-        raise AssertionError("these tests check latents only")
 
 
 def prompt_mean(prompt: str) -> float:
