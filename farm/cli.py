@@ -555,7 +555,7 @@ def eval_model(
     out: str = typer.Option("", help="Write the full JSON report (every clip) here."),
 ) -> None:
     """Does the model follow prompts? Colour and motion accuracy per language, and seams."""
-    from model.training.eval import main as eval_main
+    from farm.evaluation import main as eval_main
 
     argv = ["--model", preset, "--limit", str(limit), "--steps", str(steps)]
     argv += ["--guidance", str(guidance), "--seconds", str(seconds)]

@@ -28,6 +28,7 @@ from farm import metrics
 from farm.campaign.manifest import Manifest
 from farm.campaign.spec import FailureBudget
 from farm.jobs.client import cancel_requested, render_concurrently
+from farm.render.protocols import Closeable
 
 
 def _executor(preset: str, actors: int, serve_app: str | None, priority: int = 0):
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             failure_budget=budget,
         )
     finally:
-        if hasattr(executor, "close"):
+        if isinstance(executor, Closeable):
             executor.close()
         progress.update(force=True)  # metrics: the final counts
     if report.stopped_by_cancel:

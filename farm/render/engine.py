@@ -23,15 +23,16 @@ checks that the executor's model agrees before it samples.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 
+from farm.render.protocols import AdvancesWindows, Executor, RunsRounds, StepExecutor
 from farm.render.windows import WindowPlan
 from model.generate import SAMPLERS, noise
 from model.geometry import Geometry, geometry_of
@@ -152,32 +153,6 @@ class WindowStep:
         return self.latent[:, self.start : self.stop]
 
 
-class Executor(Protocol):
-    """Where window-steps run: in-process, on a Ray actor pool, or on a Serve pool."""
-
-    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
-        """(C, T, H, W) of the latent for a video of this size."""
-        ...
-
-    def model_info(self) -> dict[str, str]:
-        """{"model": preset name, "weights_sha256": ...} of the replicas' model."""
-        ...
-
-    def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
-        """The guided velocity of every window-step, in order."""
-        ...
-
-    def decode_chunks(self, z: Tensor, chunks: list[tuple[int, int]]) -> list[Tensor]:
-        """uint8 frames [F_i, H, W, 3] of each latent chunk [start, stop) of z [1, C, T, H, W]."""
-        ...
-
-    # Optional, used when present (Euler only):
-    # - `run_rounds(x, plan, rounds, prompts, negative, guidance, on_round) -> x` runs every
-    #   fusion round where the windows live, exchanging only overlaps (farm.render.halo);
-    # - `advance(x, plan, ts, prompts, negative, guidance) -> x` takes the Euler steps `ts`
-    #   on every window where it lives and returns the fused latent (see fuse_windows).
-
-
 StepRunner = Callable[[list[WindowStep]], list[Tensor]]
 
 
@@ -287,7 +262,7 @@ def fuse_windows(
 
 
 def sample_latents(
-    executor: Executor,
+    executor: StepExecutor,
     job: VideoJob,
     *,
     video: str = "",
@@ -295,9 +270,9 @@ def sample_latents(
 ) -> Tensor:
     """Sample the latent video [1, C, T, H, W] of `job` window by window.
 
-    Euler steps run where the windows are (`executor.advance`): because the weights sum to
+    Euler steps run where the windows are (`AdvancesWindows`): because the weights sum to
     1, x + dt·Σ w_i v_i = Σ w_i (x_i + dt·v_i), so replicas return advanced windows and the
-    driver only blends. An executor with `run_rounds` keeps the latent sharded on its
+    driver only blends. An executor that `RunsRounds` keeps the latent sharded on its
     replicas for the whole video and exchanges only window overlaps (farm.render.halo); the
     callback then gets None for the latent, which lives there. Heun needs the blended
     velocity itself, so it goes through `executor.velocities` and the sampler.
@@ -327,19 +302,19 @@ def sample_latents(
         ts[a : min(a + job.sync_every, job.steps) + 1].tolist()
         for a in range(0, job.steps, job.sync_every)
     ]
-    run_rounds = getattr(executor, "run_rounds", None)
-    if run_rounds is not None:  # the latent stays sharded on the replicas (farm.render.halo)
+    if isinstance(executor, RunsRounds):  # the latent stays sharded on the replicas (halo)
 
         def on_round(r: int) -> None:
             if callback is not None:
                 last = min((r + 1) * job.sync_every, job.steps)
                 callback(last - 1, None, ts[last].expand(1))
 
-        return run_rounds(x, plan, rounds, *guide, on_round=on_round)
+        return executor.run_rounds(x, plan, rounds, *guide, on_round=on_round)
 
-    advance = getattr(executor, "advance", None) or (
-        lambda *a: fuse_windows(executor.velocities, *a)
-    )
+    if isinstance(executor, AdvancesWindows):
+        advance = executor.advance
+    else:  # windows advance here, each step's velocities from the executor
+        advance = functools.partial(fuse_windows, executor.velocities)
     for r, round_ts in enumerate(rounds):
         x = advance(x, plan, round_ts, *guide)  # sync_every steps, one fusion
         if callback is not None:

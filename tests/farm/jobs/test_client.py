@@ -26,7 +26,7 @@ from farm.jobs.client import (
     wait_for,
 )
 from farm.output.media import probe_mp4
-from tests.helpers.ray_head import ray_head as private_ray_head
+from farm.testing.ray_head import ray_head as private_ray_head
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from farm.render.engine import Segment, VideoJob, blend, sample_latents
 from farm.render.executors import LocalExecutor
 from farm.render.seams import seam_ratio
 from farm.render.windows import plan_windows
-from tests.helpers.engine_models import FunctionExecutor, framewise, temporal_gaussian
+from farm.testing.velocity_fields import FunctionExecutor, framewise, temporal_gaussian
 from model.geometry import Geometry, geometry_of
 
 # FunctionExecutor's latent layout is the bundled presets' (tiny's) geometry.
