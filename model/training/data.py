@@ -577,9 +577,9 @@ def caption(clip: Clip, lang: str, rng: np.random.Generator) -> str:
     def pick(options):
         return options[rng.integers(len(options))]
 
-    if lang not in _TABLES:
+    if lang not in CAPTION_TABLES:
         raise ValueError(f"unknown language {lang!r}; known: {LANGUAGES}")
-    t = _TABLES[lang]
+    t = CAPTION_TABLES[lang]
     bg = pick(t["gradient" if clip.gradient else "solid"]).format(b=t["bg"][clip.background])
     pan = pick(t["pan"][clip.pan]) if clip.pan else ""
     template = rng.integers(3)
@@ -638,7 +638,8 @@ def caption(clip: Clip, lang: str, rng: np.random.Generator) -> str:
     return body + (f", {pan}." if pan else ".")
 
 
-_TABLES = {"en": _EN, "zh": _ZH, "es": _ES, "ja": _JA, "ar": _AR, "fr": _FR}
+# The words and phrasings of each caption language.
+CAPTION_TABLES = {"en": _EN, "zh": _ZH, "es": _ES, "ja": _JA, "ar": _AR, "fr": _FR}
 
 
 # --- the stream --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model.training.data import (
-    _TABLES,
+    CAPTION_TABLES,
     COLOURS,
     HELD_OUT,
     LANGUAGES,
@@ -52,7 +52,7 @@ def _mentions(text: str, options) -> bool:
 
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_captions_describe_the_clip(lang):
-    table = _TABLES[lang]
+    table = CAPTION_TABLES[lang]
     rng = np.random.default_rng(0)
     for i in range(60):
         clip = ClipStream(seed=1).item(i)["clip"] if i < 4 else sample_clip(rng)
