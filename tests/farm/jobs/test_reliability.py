@@ -1,8 +1,8 @@
 """Faults a campaign survives on a real local Ray + Serve: killed and sick Renderer replicas.
 
 Also (no cluster): a stale driver (older epoch) that keeps going after a resume changes
-nothing. Stopping a job mid-way and resuming it is in test_jobs; storage outages are in
-test_storage.
+nothing, and the Serve executor resends what a dead replica lost. Stopping a job mid-way
+and resuming it is in test_jobs; storage outages are in test_storage.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+import torch
 from ray import serve
 
 from farm.campaign.manifest import Manifest, StaleWriter
@@ -149,3 +150,58 @@ def test_stale_driver_after_a_resume_changes_nothing(tmp_path):
     assert {vid: r["sha256"] for vid, r in statuses(fresh).items()} == before
     for r in statuses(fresh).values():
         assert hashlib.sha256(Path(r["output_url"]).read_bytes()).hexdigest() == r["sha256"]
+
+
+class _Response:
+    """What a DeploymentHandle call returns: its result, or the error of a dead replica."""
+
+    def __init__(self, value=None, error: Exception | None = None):
+        self.value, self.error = value, error
+
+    def result(self, timeout_s=None):
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _DyingRenderer:
+    """A Renderer handle (no cluster) whose replica dies under the calls numbered in `deaths`."""
+
+    def __init__(self, deaths: set[int]):
+        from farm.render.worker import ModelWorker
+
+        worker = ModelWorker("tiny")
+        self.deaths, self.calls = deaths, 0
+        self.methods = {
+            "velocities": worker.run_arrays,
+            "decode_chunk": lambda z, a, b: worker.decode_chunk(z, a, b).numpy(),
+            "latent_shape": worker.latent_shape,
+            "model_info": worker.model_info,
+        }
+
+    def __getattr__(self, method: str):
+        from types import SimpleNamespace
+
+        from ray.exceptions import ActorDiedError
+
+        def remote(*args, interactive: bool = True, priority: int = 0) -> _Response:
+            self.calls += 1
+            if self.calls in self.deaths:
+                return _Response(error=ActorDiedError())
+            return _Response(self.methods[method](*args))
+
+        return SimpleNamespace(remote=remote)
+
+
+def test_serve_executor_resends_what_a_dead_replica_lost():
+    from farm.render.engine import VideoJob, render
+    from farm.render.executors import LocalExecutor
+
+    job = VideoJob(geometry="tiny", prompt="a cup", frames=33, height=32, width=32, steps=3,
+                   window=4, overlap=2, decode_chunk=4)  # fmt: skip
+    expected = render(LocalExecutor("tiny"), job)
+    executor = ServeExecutor(_DyingRenderer(deaths={3, 4, 9}), max_resends=2)
+    assert torch.equal(render(executor, job), expected)  # the same frames, bit for bit
+    assert executor.resent == 3
+    with pytest.raises(RuntimeError, match="failed 3 times"):  # more than one run may resend
+        ServeExecutor(_DyingRenderer(deaths={1, 2, 3}), max_resends=2).latent_shape(33, 32, 32)
