@@ -9,9 +9,10 @@ import tempfile
 import time
 
 from benchmarks.common import report, table
-from farm.campaign.expand import campaign_id, expand
 from farm.campaign.manifest import Manifest
 from farm.campaign.spec import load_spec
+from farm.jobs.client import prepare_campaign
+from farm.jobs.inputs import Campaign
 
 LANGS = ["en", "es", "fr", "de", "pt"]
 REGIONS = ["US", "GB", "MX", "ES", "FR", "DE", "BR", "CA", "AU", "IN"]
@@ -53,14 +54,14 @@ def main() -> None:
     for seeds in (1, 10, 100):
         s = spec(seeds)
         start = time.perf_counter()
-        variants = expand(s)
+        campaign = Campaign.of_spec(s)
         expanded = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            Manifest.create(tmp, campaign_id(s), s.model_dump(mode="json"), variants)
+            prepare_campaign(campaign, tmp)
             written = time.perf_counter()
-            progress = Manifest.open(tmp, campaign_id(s)).progress()
-            assert progress.total == variants.num_rows
-        n = variants.num_rows
+            progress = Manifest.open(tmp, campaign.campaign_id).progress()
+            assert progress.total == campaign.variants.num_rows
+        n = campaign.variants.num_rows
         rows.append(
             [
                 f"{n:,}",

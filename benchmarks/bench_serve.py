@@ -24,13 +24,13 @@ import torch
 from ray import serve
 
 from benchmarks.common import report, table
-from farm.output.local import frames_for
-from farm.output.media import Provenance, write_video_outputs
-from farm.render.engine import VideoJob, render
+from farm.output.render import RenderOrder, render_video, request_order, video_job
+from farm.render.engine import render
 from farm.render.executors import LocalExecutor
 from farm.serve.app import build_app
 from farm.serve.executor import ServeExecutor
-from farm.serve.wire import FarmAppArgs
+from farm.serve.wire import FarmAppArgs, VideoRequest
+from model.geometry import geometry_of
 
 VIDEO = {"seconds": 1.0, "size": "128x64", "fps": 16, "steps": 4, "guidance": 3.0}
 
@@ -61,18 +61,9 @@ def _through_serve(url: str, n: int, parallel: int, run: str) -> float:
     return time.perf_counter() - start
 
 
-def _job(i: int, run: str) -> VideoJob:
-    width, height = (int(v) for v in VIDEO["size"].split("x"))
-    return VideoJob(
-        prompt=_request(i, run)["prompt"],
-        frames=frames_for(VIDEO["seconds"], 16),
-        height=height,
-        width=width,
-        fps=16,
-        steps=VIDEO["steps"],
-        guidance=VIDEO["guidance"],
-        seed=i,
-    )
+def _order(i: int, run: str, model: str) -> RenderOrder:
+    """The i-th video of a run, as the render path takes it (no copy, like /v1/videos)."""
+    return request_order(VideoRequest(**_request(i, run)), f"v{i}", geometry_of(model))
 
 
 class _InProcess:
@@ -81,23 +72,12 @@ class _InProcess:
     def __init__(self, model: str, root: str):
         torch.set_num_threads(1)  # as the Renderer replica (renderer_threads=1)
         self.ex = LocalExecutor(model)
-        self.root = root
-        render(self.ex, _job(0, "warmup"))
+        self.model, self.root = model, root
+        render(self.ex, video_job(_order(0, "warmup", model)))
 
     def one(self, i: int) -> float:
         start = time.perf_counter()
-        job = _job(i, "local")
-        frames = render(self.ex, job)
-        info = self.ex.model_info()
-        prov = Provenance(
-            model=info["model"],
-            weights_sha256=info["weights_sha256"],
-            seed=i,
-            prompt=job.prompt,
-            campaign_id="bench",
-            variant_id=f"v{i}",
-        )
-        write_video_outputs(self.root, f"v{i}", frames, 16, prov, watermark=f"v{i}")
+        render_video(self.ex, _order(i, "local", self.model), self.root)
         return time.perf_counter() - start
 
 
@@ -109,13 +89,14 @@ def _latency(url: str, run: str, repeats: int = 3) -> float:
 def _campaign_load(app: str, videos: int, interactive: bool):
     """Like a campaign job: `videos` variants in flight on the Renderer, until stopped."""
     ex = ServeExecutor(serve.get_deployment_handle("Renderer", app), interactive=interactive)
+    model = ex.model_info()["model"]
     stop = threading.Event()
     done = [0]
 
     def loop(k: int) -> None:
         i = 0
         while not stop.is_set():
-            render(ex, _job(1000 * k + i, f"campaign-{interactive}"))
+            render(ex, video_job(_order(1000 * k + i, f"campaign-{interactive}", model)))
             done[0] += 1
             i += 1
 

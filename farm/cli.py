@@ -43,7 +43,9 @@ def render(
 ) -> None:
     """Render one video in this process and write MP4 + poster + provenance JSON."""
     import model
-    from farm.output.local import RenderRequest, parse_size, render_to_storage
+    from farm.output.render import RenderRequest, render_video, request_order
+    from farm.render.executors import LocalExecutor
+    from farm.serve.wire import parse_size
 
     try:
         width, height = parse_size(size)
@@ -52,14 +54,20 @@ def render(
         )
         with console.status(f"loading model {preset!r}"):
             m = model.load(preset)
-        m.latent_shape(request.frames, height, width)  # validate before any compute
+        order = request_order(request, request.video_id(), m.geometry)
+        m.latent_shape(order.frames, height, width)  # validate before any compute
     except ValueError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     start = time.perf_counter()
     with _progress() as bar:
-        task = bar.add_task(f"rendering {request.frames} frames {width}x{height}", total=steps)
-        result = render_to_storage(request, out, m=m, on_step=lambda i: bar.update(task, advance=1))
+        task = bar.add_task(f"rendering {order.frames} frames {width}x{height}", total=steps + 1)
+        result = render_video(
+            LocalExecutor(m),
+            order,
+            out,
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     table = Table(title=f"rendered in {time.perf_counter() - start:.1f} s")
     for column in ("file", "bytes", "sha256"):
         table.add_column(column)
@@ -78,23 +86,28 @@ def demo(
         False, "--in-process", help="Skip Ray: render in this process (fastest to start)."
     ),
     limit: int = typer.Option(0, help="With --in-process: render at most this many variants."),
-    concurrency: int = typer.Option(4, help="Variants in flight in the campaign job."),
+    concurrency: int | None = typer.Option(
+        None, help="Variants in flight in the campaign job (default: JobOptions')."
+    ),
     dashboard_port: int = typer.Option(8265, help="Ray dashboard / Jobs API port (127.0.0.1)."),
     api_port: int = typer.Option(8000, help="The farm's HTTP API port (127.0.0.1)."),
 ) -> None:
-    """Run the example campaign on a local farm: Ray, the Serve app and a Ray Job."""
+    """Run a campaign (spec or feed) on a local farm: Ray, the Serve app and a Ray Job."""
+    from farm.jobs.inputs import load_campaign
+
     try:
-        spec, _ = _load_campaign(spec_path)
+        campaign = load_campaign(spec_path)
     except (OSError, ValueError) as e:
         console.print(f"[red]invalid campaign[/red] {spec_path}:\n{e}")
         raise typer.Exit(2) from None
-    model_ref = preset or spec.preset
+    model_ref = preset or campaign.settings.preset
     if in_process:
-        _demo_in_process(spec_path, root, model_ref, limit)
+        _demo_in_process(campaign, root, model_ref, limit)
         return
-    from farm.campaign.expand import campaign_id
     from farm.jobs.client import submit_campaign
+    from farm.jobs.options import JobOptions
     from farm.local_farm import demo_settings, local_farm
+    from farm.output.render import output_dir
 
     start = time.perf_counter()
     with console.status("starting local Ray and the Serve app"):
@@ -104,18 +117,17 @@ def demo(
     try:
         with _errors("cannot run the demo"):
             cid, sid = submit_campaign(
-                spec_path,
+                campaign,
                 address=urls.dashboard_url,
                 root=root,
-                serve_app=urls.app_name,
-                concurrency=concurrency,
+                options=JobOptions.given(concurrency=concurrency, serve_app=urls.app_name),
                 python=shlex.quote(sys.executable),  # the job runs in this venv
             )
             console.print(f"campaign {cid}: Ray Job {sid}")
             _follow(urls.dashboard_url, root, cid, sid, timeout=3600)
         console.print(
             f"done in {time.perf_counter() - start:.0f} s. Files: "
-            f"{root}/outputs/{campaign_id(spec)}/  Ray dashboard: {urls.dashboard_url}  "
+            f"{output_dir(root, cid)}/  Ray dashboard: {urls.dashboard_url}  "
             f"Campaign page: {urls.api_url}/dashboard/campaigns/{cid}  "
             f"API: {urls.api_url}/docs (all stop with this command)"
         )
@@ -145,31 +157,34 @@ def serve_farm(
                 time.sleep(3600)
 
 
-def _demo_in_process(spec_path: str, root: str, model_ref: str, limit: int) -> None:
-    """The demo without Ray: the same runner and renderer, in this process."""
-    from farm.campaign.expand import campaign_id
-    from farm.campaign.manifest import Manifest
-    from farm.jobs.loop import render_pending
+def _demo_in_process(campaign, root: str, model_ref: str, limit: int) -> None:
+    """The demo without Ray: the campaign job's loop, one variant at a time, in this process."""
+    from farm.jobs.client import prepare_campaign
+    from farm.jobs.loop import render_concurrently
+    from farm.jobs.options import JobOptions
     from farm.output.render import output_dir
     from farm.render.executors import LocalExecutor
 
-    spec, variants = _load_campaign(spec_path)
-    cid = campaign_id(spec)
-    manifest = Manifest.create(root, cid, spec.model_dump(mode="json"), variants)
-    todo = manifest.pending().num_rows if not limit else min(limit, manifest.pending().num_rows)
+    options = JobOptions(concurrency=1)
+    cid = campaign.campaign_id
+    manifest = prepare_campaign(campaign, root)
+    todo = manifest.pending(max_attempts=options.max_attempts).num_rows
+    todo = min(limit, todo) if limit else todo
     with console.status(f"loading model {model_ref!r}"):
         executor = LocalExecutor(model_ref)
     start = time.perf_counter()
     with _progress() as bar:
-        task = bar.add_task(f"campaign {spec.name}", total=todo)
-        report = render_pending(
+        task = bar.add_task(f"campaign {campaign.name}", total=todo)
+        report = render_concurrently(
             manifest,
             executor,
             root,
+            options,
             limit=limit or None,
-            on_done=lambda row, status: bar.update(task, advance=1),
+            worker="demo",
+            on_done=lambda row, status, seconds: bar.update(task, advance=1),
         )
-    _progress_table(manifest, f"{spec.name} ({cid})")
+    _progress_table(manifest, f"{campaign.name} ({cid})")
     console.print(
         f"{report.completed} rendered, {report.failed} failed in "
         f"{time.perf_counter() - start:.0f} s; files in {output_dir(root, cid)}"
@@ -196,20 +211,6 @@ campaign_app = typer.Typer(help="Campaigns: validate, inspect and run variant se
 app.add_typer(campaign_app, name="campaign")
 
 
-def _load_campaign(path: str):
-    """Read a spec (YAML/JSON) or a feed (CSV/Parquet) file into (spec-or-None, variants)."""
-    from farm.campaign.expand import expand, expand_feed
-    from farm.campaign.feed import load_feed
-    from farm.campaign.spec import load_spec
-
-    data = Path(path).read_bytes()
-    suffix = Path(path).suffix.lower()
-    if suffix in (".csv", ".parquet"):
-        return None, expand_feed(load_feed(data, suffix[1:]), None)
-    spec = load_spec(data, fmt="json" if suffix == ".json" else "yaml")
-    return spec, expand(spec)
-
-
 @campaign_app.command("schema")
 def campaign_schema() -> None:
     """Print the JSON schema of a campaign spec (every field documented)."""
@@ -226,17 +227,19 @@ def campaign_validate(
 ) -> None:
     """Check a spec or feed: errors name the field; prints variant count and GPU-seconds."""
     from farm.campaign.expand import summary
+    from farm.jobs.inputs import load_campaign
 
     try:
-        spec, variants = _load_campaign(path)
+        campaign = load_campaign(path)
     except FileNotFoundError:
         console.print(f"[red]error:[/red] no such file: {path}")
         raise typer.Exit(2) from None
     except ValueError as e:  # SpecError names the path of every bad field
         console.print(f"[red]invalid campaign[/red] {path}:\n{e}")
         raise typer.Exit(2) from None
-    info = summary(variants)
-    table = Table(title=f"{spec.name if spec else Path(path).name}: {info['variants']} variants")
+    info = summary(campaign.variants)
+    name = campaign.name if campaign.spec else Path(path).name
+    table = Table(title=f"{name}: {info['variants']} variants")
     table.add_column("locale")
     table.add_column("variants", justify="right")
     for locale, count in sorted(info["by_locale"].items()):
@@ -294,21 +297,20 @@ def _status_view(status) -> Group:
     return Group(_group_table(p, f"{status.name} ({status.campaign_id})"), line)
 
 
-def _job_options(concurrency: int, max_attempts: int, actors: int, preset: str, serve_app: str):
-    return {
-        "concurrency": concurrency,
-        "max_attempts": max_attempts,
-        "actors": actors,
-        "preset": preset or None,
-        "serve_app": serve_app or None,
-    }
+def _job_option(name: str):
+    """A CLI option for a `JobOptions` field: unset means the field's default, shown here."""
+    from farm.jobs.options import JobOptions
+
+    field = JobOptions.model_fields[name]
+    default = "" if field.default is None else f" (default: {field.default})"
+    return typer.Option(None, help=f"{field.description.rstrip('.')}{default}.")
 
 
-CONCURRENCY = typer.Option(2, help="Variants rendered at once by the job.")
-MAX_ATTEMPTS = typer.Option(3, help="Tries per variant before it stays failed.")
-ACTORS = typer.Option(2, help="Model actors in the job's pool.")
-PRESET = typer.Option("", help="Model preset (default: the campaign's).")
-SERVE_APP = typer.Option("", help="Render on this running Serve app's Renderer instead.")
+CONCURRENCY = _job_option("concurrency")
+MAX_ATTEMPTS = _job_option("max_attempts")
+ACTORS = _job_option("actors")
+PRESET = _job_option("preset")
+SERVE_APP = _job_option("serve_app")
 WAIT = typer.Option(False, "--wait", help="Follow the job with a progress bar until it ends.")
 TIMEOUT = typer.Option(3600.0, help="With --wait: give up after this many seconds.")
 
@@ -338,27 +340,37 @@ def _follow(address: str, root: str, cid: str, sid: str, timeout: float) -> None
 
 @campaign_app.command("submit")
 def campaign_submit(
-    spec_path: str = typer.Argument(..., help="Campaign spec (.yaml/.json)."),
+    spec_path: str = typer.Argument(
+        ..., help="Campaign spec (.yaml/.json) or feed (.csv/.parquet)."
+    ),
     address: str = ADDRESS,
     root: str = ROOT,
-    concurrency: int = CONCURRENCY,
-    max_attempts: int = MAX_ATTEMPTS,
-    actors: int = ACTORS,
-    preset: str = PRESET,
-    serve_app: str = SERVE_APP,
+    concurrency: int | None = CONCURRENCY,
+    max_attempts: int | None = MAX_ATTEMPTS,
+    actors: int | None = ACTORS,
+    preset: str | None = PRESET,
+    serve_app: str | None = SERVE_APP,
     wait: bool = WAIT,
     timeout: float = TIMEOUT,
 ) -> None:
     """Render a campaign as a Ray Job; submitting it again while it runs finds the same job."""
     from farm.jobs.client import submit_campaign
+    from farm.jobs.inputs import load_campaign
+    from farm.jobs.options import JobOptions
 
     with _errors("cannot submit"):
         with console.status("validating and submitting"):
             cid, sid = submit_campaign(
-                spec_path,
+                load_campaign(spec_path),
                 address=address,
                 root=root,
-                **_job_options(concurrency, max_attempts, actors, preset, serve_app),
+                options=JobOptions.given(
+                    concurrency=concurrency,
+                    max_attempts=max_attempts,
+                    actors=actors,
+                    preset=preset,
+                    serve_app=serve_app,
+                ),
             )
         console.print(f"campaign {cid}: job {sid}")
         if wait:
@@ -370,23 +382,30 @@ def campaign_resume(
     campaign: str = typer.Argument(..., help="Campaign id."),
     address: str = ADDRESS,
     root: str = ROOT,
-    concurrency: int = CONCURRENCY,
-    max_attempts: int = MAX_ATTEMPTS,
-    actors: int = ACTORS,
-    preset: str = PRESET,
-    serve_app: str = SERVE_APP,
+    concurrency: int | None = CONCURRENCY,
+    max_attempts: int | None = MAX_ATTEMPTS,
+    actors: int | None = ACTORS,
+    preset: str | None = PRESET,
+    serve_app: str | None = SERVE_APP,
     wait: bool = WAIT,
     timeout: float = TIMEOUT,
 ) -> None:
     """Start a new job for the variants still pending (finished ones are never re-rendered)."""
     from farm.jobs.client import resume_campaign
+    from farm.jobs.options import JobOptions
 
     with _errors("cannot resume"):
         sid = resume_campaign(
             campaign,
             address=address,
             root=root,
-            **_job_options(concurrency, max_attempts, actors, preset, serve_app),
+            options=JobOptions.given(
+                concurrency=concurrency,
+                max_attempts=max_attempts,
+                actors=actors,
+                preset=preset,
+                serve_app=serve_app,
+            ),
         )
         console.print(f"campaign {campaign}: job {sid}")
         if wait:

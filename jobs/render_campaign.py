@@ -1,7 +1,8 @@
 """Ray Job entrypoint: render a campaign's pending variants on the cluster it runs in.
 
     python -m jobs.render_campaign --root R --campaign-id C [--concurrency N]
-        [--max-attempts K] [--preset P] [--actors A] [--serve-app NAME]
+        [--max-attempts K] [--backoff-s S] [--max-backoff-s S] [--preset P] [--actors A]
+        [--serve-app NAME]
 
 Attaches to the cluster (`ray.init()` inside a job), opens the manifest, takes a writer
 epoch and renders every pending variant, N at a time, through one shared executor: a pool
@@ -27,7 +28,9 @@ import ray
 from farm import metrics
 from farm.campaign.manifest import Manifest
 from farm.campaign.spec import FailureBudget
-from farm.jobs.client import cancel_requested, render_concurrently
+from farm.jobs.client import cancel_requested
+from farm.jobs.loop import render_concurrently
+from farm.jobs.options import JobOptions
 from farm.render.protocols import Closeable
 
 
@@ -54,35 +57,35 @@ def _executor(preset: str, actors: int, serve_app: str | None, priority: int = 0
     return RayExecutor(preset, num_actors=actors, num_cpus=1)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, JobOptions]:
+    """The campaign to render, and the job options (defaults: `JobOptions`'s)."""
     parser = argparse.ArgumentParser(prog="jobs.render_campaign", description=__doc__)
     parser.add_argument("--root", required=True, help="Storage root (local dir or fsspec URL).")
     parser.add_argument("--campaign-id", required=True)
-    parser.add_argument("--concurrency", type=int, default=2, help="Variants in flight.")
-    parser.add_argument("--max-attempts", type=int, default=3)
-    parser.add_argument("--preset", default="", help="Model preset (default: the campaign's).")
-    parser.add_argument("--actors", type=int, default=2, help="Model actors in the pool.")
-    parser.add_argument("--serve-app", default="", help="Render on this Serve app's Renderer.")
-    parser.add_argument("--backoff-s", type=float, default=1.0, help="First retry delay.")
-    return parser.parse_args(argv)
+    kinds = {int: int, float: float}
+    for name, field in JobOptions.model_fields.items():
+        kind = kinds.get(field.annotation, str) if isinstance(field.annotation, type) else str
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=field.description)
+    args = parser.parse_args(argv)
+    return args, JobOptions.given(**{name: getattr(args, name) for name in JobOptions.model_fields})
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args, options = parse_args(argv)
     ray.init()  # inside a Ray Job: attaches to the job's cluster
     manifest = Manifest.open(args.root, args.campaign_id)
     spec = manifest.spec
-    preset = args.preset or spec.get("preset") or "small"
+    preset = options.preset or spec.get("preset") or "small"
     total = manifest.variants.num_rows
-    todo = manifest.pending(max_attempts=args.max_attempts).num_rows
+    todo = manifest.pending(max_attempts=options.max_attempts).num_rows
     print(
         f"campaign {spec.get('name', '?')} ({args.campaign_id}): {total} variants, "
-        f"{todo} to render, concurrency {args.concurrency}",
+        f"{todo} to render, concurrency {options.concurrency}",
         flush=True,
     )
     budget = FailureBudget.model_validate(spec.get("failure_budget") or {})
     priority = int(spec.get("priority") or 0)
-    executor = _executor(preset, args.actors, args.serve_app or None, priority)
+    executor = _executor(preset, options.actors, options.serve_app, priority)
     done = 0
     # metrics: the manifest's counts by status (throttled) and variants left to finish
     progress = metrics.CampaignProgressReporter(manifest)
@@ -106,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             manifest,
             executor,
             args.root,
-            concurrency=args.concurrency,
-            max_attempts=args.max_attempts,
-            backoff_s=args.backoff_s,
+            options,
             cancelled=lambda: cancel_requested(args.root, args.campaign_id),
             on_done=on_done,
             worker=f"job:{ray.get_runtime_context().get_job_id()}",

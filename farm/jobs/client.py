@@ -1,4 +1,4 @@
-"""Campaigns as Ray Jobs: submit, resume, cancel, watch; and the job's bounded-concurrency loop.
+"""Campaigns as Ray Jobs, the client side: submit, resume, cancel, watch.
 
 One campaign job at a time per campaign. Its submission id is derived from the campaign id
 (itself a content hash of the spec): `campaign-{id}` for the first run, `campaign-{id}-r2`,
@@ -17,6 +17,8 @@ A job also stops dispatching when the campaign's failure budget is spent (the sp
 `failure_budget`: N variants failed for good, or more than X% of those finished). The rest
 stay pending for a resume once the cause is fixed; the run record (`runs/{epoch}.json` in
 the manifest) says why it stopped, and the job exits non-zero, so Ray reports it FAILED.
+
+The job's own loop is `farm.jobs.loop`; its options (concurrency, retries) `JobOptions`.
 """
 
 from __future__ import annotations
@@ -27,10 +29,7 @@ import os
 import posixpath
 import re
 import shlex
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,216 +39,33 @@ import fsspec
 
 from farm.campaign.manifest import Manifest, ManifestNotFound, Progress
 from farm.campaign.manifest_io import exclusive_write
-from farm.campaign.spec import FailureBudget
-from farm.jobs.loop import RunReport, render_one
-from farm.render.engine import Executor
+from farm.jobs.inputs import Campaign
+from farm.jobs.loop import mark_cancelled
+from farm.jobs.options import JobOptions
 from farm.storage import retry
 
 __all__ = [
     "CampaignError",
     "CampaignJobStatus",
-    "JobReport",
     "campaign_jobs",
     "campaign_logs",
     "campaign_status",
     "cancel_campaign",
     "cancel_requested",
     "list_campaigns",
-    "mark_cancelled",
     "prepare_campaign",
-    "render_concurrently",
     "resume_campaign",
     "submission_id",
     "submit_campaign",
     "wait_for",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # farm/jobs/client.py → the checkout
 TERMINAL_JOB = ("SUCCEEDED", "FAILED", "STOPPED")
-# Failures a retry cannot fix: the same input fails the same way.
-_NOT_RETRIED = ("invalid_input", "policy_violation")
 
 
 class CampaignError(RuntimeError):
     """A campaign operation that cannot go ahead; the message says why."""
-
-
-# ---- the job's render loop -----------------------------------------------------------------
-
-
-@dataclass
-class JobReport(RunReport):
-    """What one campaign job did: RunReport counts plus cancellations, retries, stop reason.
-
-    `failed` counts variants that failed for good (no attempt left, or a failure no retry
-    fixes); `interrupted` those stopped while waiting to retry, which stay pending.
-    """
-
-    cancelled: int = 0
-    retries: int = 0
-    interrupted: int = 0
-    stopped_by_cancel: bool = False
-    stopped_by_budget: str | None = None  # why the failure budget stopped dispatch
-    epoch: int = 0  # the writer epoch of the pass
-
-    def summary(self) -> dict[str, Any]:
-        """The run record: counts and why the pass stopped (None: it ran out of work)."""
-        stopped = "failure_budget" if self.stopped_by_budget else None
-        stopped = "cancelled" if self.stopped_by_cancel else stopped
-        return {
-            "completed": self.completed,
-            "failed": self.failed,
-            "interrupted": self.interrupted,
-            "cancelled": self.cancelled,
-            "retries": self.retries,
-            "seconds": round(self.seconds, 3),
-            "stopped": stopped,
-            "reason": self.stopped_by_budget or ("campaign cancelled" if stopped else None),
-            "ended_at": datetime.now(UTC).isoformat(),
-        }
-
-
-def _sleep(seconds: float, stop: Callable[[], bool], tick: float = 0.2) -> bool:
-    """Sleep up to `seconds`, waking early (True) when `stop()` says so."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if stop():
-            return True
-        time.sleep(min(tick, max(0.0, deadline - time.monotonic())))
-    return stop()
-
-
-def render_concurrently(
-    manifest: Manifest,
-    executor: Executor,
-    root: str,
-    *,
-    concurrency: int = 2,
-    max_attempts: int = 3,
-    backoff_s: float = 1.0,
-    max_backoff_s: float = 60.0,
-    cancelled: Callable[[], bool] = lambda: False,
-    on_done: Callable[[dict, str, float], None] | None = None,
-    storage_options: dict | None = None,
-    worker: str = "campaign-job",
-    failure_budget: FailureBudget | None = None,
-    **engine: Any,
-) -> JobReport:
-    """Render the pending variants, at most `concurrency` at a time, through one executor.
-
-    The threaded counterpart of `farm.runner.render_pending` (same events, same failure
-    codes): one writer epoch for the pass, commits serialized by a lock. A failed variant
-    is retried in its thread with exponential backoff (`backoff_s`, doubling, capped) until
-    it has had `max_attempts` attempts, except for failures no retry can fix. `cancelled()`
-    is asked before each dispatch and each retry; once true, nothing new starts, the
-    variants in flight finish, and every variant still pending is committed `cancelled`.
-    Once `failure_budget` (default FailureBudget()) is spent, nothing new starts either,
-    and the rest stay pending. `on_done(row, status, seconds)` is called in this thread as
-    each variant finishes. The pass's run record goes to the manifest (`Manifest.runs`).
-    """
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-    start = time.perf_counter()
-    report = JobReport()
-    budget = failure_budget or FailureBudget()
-    writer = manifest.writer(worker=worker)
-    report.epoch = writer.epoch
-    lock = threading.Lock()
-    halt = threading.Event()
-
-    def commit(event: dict) -> None:
-        with lock:
-            writer.commit([event])
-
-    def stopping() -> bool:
-        if not halt.is_set() and cancelled():
-            report.stopped_by_cancel = True
-            halt.set()
-        return halt.is_set()
-
-    status = manifest.status()
-    attempts = dict(
-        zip(status["variant_id"].to_pylist(), status["attempt"].to_pylist(), strict=True)
-    )
-
-    def run(row: dict) -> tuple[str, float]:
-        attempt = attempts.get(row["variant_id"], 0)
-        while True:
-            attempt += 1
-            t0 = time.perf_counter()
-            code = render_one(
-                commit, executor, row, attempt, root, storage_options=storage_options, **engine
-            )
-            if code is None:
-                return "completed", time.perf_counter() - t0
-            if attempt >= max_attempts or code in _NOT_RETRIED:
-                return "failed", time.perf_counter() - t0
-            delay = min(max_backoff_s, backoff_s * 2 ** (attempt - 1))
-            if _sleep(delay, stopping):
-                return "interrupted", time.perf_counter() - t0
-            with lock:
-                report.retries += 1
-
-    errors: list[BaseException] = []
-
-    def collect(done: set[Future], rows: dict[Future, dict]) -> None:
-        for future in done:
-            try:
-                outcome, seconds = future.result()
-            except BaseException as error:  # StaleWriter, storage down: stop everything
-                halt.set()
-                errors.append(error)
-                continue
-            if outcome == "completed":
-                report.completed += 1
-            elif outcome == "failed":
-                report.failed += 1
-            else:
-                report.interrupted += 1
-            if on_done:
-                on_done(rows[future], outcome, seconds)
-        spent = budget.exceeded(report.failed, report.completed + report.failed)
-        if spent and not report.stopped_by_budget and not halt.is_set():
-            report.stopped_by_budget = spent
-            halt.set()
-
-    with ThreadPoolExecutor(concurrency, thread_name_prefix="variant") as pool:
-        in_flight: dict[Future, dict] = {}
-        for row in manifest.pending(max_attempts=max_attempts).to_pylist():
-            while len(in_flight) >= concurrency:
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                collect(done, in_flight)
-                for future in done:
-                    del in_flight[future]
-            if stopping():
-                break
-            in_flight[pool.submit(run, row)] = row
-        collect(wait(in_flight).done, in_flight)
-    if errors:
-        raise errors[0]
-    if report.stopped_by_cancel:
-        report.cancelled = mark_cancelled(manifest, writer, max_attempts)
-    report.seconds = time.perf_counter() - start
-    manifest.record_run(writer.epoch, {"worker": worker, **report.summary()})
-    return report
-
-
-def mark_cancelled(manifest: Manifest, writer: Any, max_attempts: int = 3) -> int:
-    """Commit `cancelled` for every variant still pending; returns how many."""
-    todo = manifest.pending(max_attempts=max_attempts).select(["variant_id", "attempt"])
-    events = [
-        {
-            "variant_id": r["variant_id"],
-            "status": "cancelled",
-            "attempt": r["attempt"],
-            "error_code": "cancelled",
-            "error_message": "campaign cancelled",
-        }
-        for r in todo.to_pylist()
-    ]
-    if events:
-        writer.commit(events)
-    return len(events)
 
 
 # ---- storage side: manifests and the cancel marker -------------------------------------------
@@ -260,27 +76,12 @@ def _abs_root(root: str) -> str:
     return root if "://" in root else os.path.abspath(root)
 
 
-def _load_spec(spec: Any):
-    from farm.campaign.spec import CampaignSpec, load_spec
-
-    if isinstance(spec, CampaignSpec):
-        return spec
-    if isinstance(spec, dict):
-        return load_spec(spec)
-    path = Path(spec)
-    if path.suffix.lower() in (".csv", ".parquet"):
-        raise CampaignError(f"{path}: submit takes a campaign spec (.yaml/.json), not a feed")
-    fmt = "json" if path.suffix.lower() == ".json" else "yaml"
-    return load_spec(path.read_bytes(), fmt=fmt)
-
-
-def prepare_campaign(spec: Any, root: str, storage_options: dict | None = None) -> Manifest:
-    """Validate and expand a spec (path, dict or CampaignSpec); create its manifest (idempotent)."""
-    from farm.campaign.expand import campaign_id, expand
-
-    spec = _load_spec(spec)
+def prepare_campaign(
+    campaign: Campaign, root: str, storage_options: dict | None = None
+) -> Manifest:
+    """Create the campaign's manifest from its variants (idempotent: same variants, same one)."""
     return Manifest.create(
-        root, campaign_id(spec), spec.model_dump(mode="json"), expand(spec), storage_options
+        root, campaign.campaign_id, campaign.record(), campaign.variants, storage_options
     )
 
 
@@ -311,9 +112,10 @@ class CampaignJobStatus:
 
 
 def campaign_status(
-    root: str, cid: str, address: Any = None, *, max_attempts: int = 3
+    root: str, cid: str, address: Any = None, *, max_attempts: int | None = None
 ) -> CampaignJobStatus:
     """Progress of a campaign from its manifest; with `address`, its latest job too."""
+    max_attempts = max_attempts or JobOptions().max_attempts
     manifest = Manifest.open(root, cid)
     job = status = None
     runs = manifest.runs()
@@ -382,54 +184,23 @@ def campaign_jobs(address: Any, cid: str) -> list[Any]:
     return [j for n, j in sorted((p for p in jobs if p[0] is not None), key=lambda p: p[0])]
 
 
-def _entrypoint(
-    root: str,
-    cid: str,
-    *,
-    concurrency: int,
-    max_attempts: int,
-    actors: int,
-    preset: str | None,
-    serve_app: str | None,
-    python: str,
-) -> str:
-    args = [
-        python,
-        "-m",
-        "jobs.render_campaign",
-        "--root",
-        root,
-        "--campaign-id",
-        cid,
-        "--concurrency",
-        str(concurrency),
-        "--max-attempts",
-        str(max_attempts),
-        "--actors",
-        str(actors),
-    ]
-    if preset:
-        args += ["--preset", preset]
-    if serve_app:
-        args += ["--serve-app", serve_app]
-    return shlex.join(args)
+def _entrypoint(root: str, cid: str, options: JobOptions, python: str) -> str:
+    args = [python, "-m", "jobs.render_campaign", "--root", root, "--campaign-id", cid]
+    return shlex.join(args + options.argv())
 
 
 def _submit(
     address: Any,
     manifest: Manifest,
     root: str,
+    options: JobOptions | None = None,
     *,
-    concurrency: int = 2,
-    max_attempts: int = 3,
-    actors: int = 2,
-    preset: str | None = None,
-    serve_app: str | None = None,
     python: str = "python",
     runtime_env: dict | None = None,
     agent_wait_s: float = 60.0,
 ) -> str:
     """Submit the campaign's next job, or return the one already running (see module doc)."""
+    options = options or JobOptions()
     client = _client(address)
     cid = manifest.campaign_id
     jobs = campaign_jobs(client, cid)
@@ -438,7 +209,7 @@ def _submit(
         latest = jobs[-1]
         if str(latest.status.value) not in TERMINAL_JOB:
             return latest.submission_id  # already queued or running: the same job
-        if not manifest.pending(max_attempts=max_attempts).num_rows:
+        if not manifest.pending(max_attempts=options.max_attempts).num_rows:
             return latest.submission_id  # nothing left to render
         run = _run_number(cid, latest.submission_id) + 1
     sid = submission_id(cid, run)
@@ -447,16 +218,7 @@ def _submit(
     # would ship the code instead: runtime_env={"working_dir": ".", "excludes": [".venv",
     # "farm-data"], "env_vars": {...}} (uploaded by the client), or bake it into the image.
     env = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}} if runtime_env is None else runtime_env
-    entrypoint = _entrypoint(
-        root,
-        cid,
-        concurrency=concurrency,
-        max_attempts=max_attempts,
-        actors=actors,
-        preset=preset,
-        serve_app=serve_app,
-        python=python,
-    )
+    entrypoint = _entrypoint(root, cid, options, python)
     deadline = time.monotonic() + agent_wait_s
     while True:
         try:
@@ -477,32 +239,42 @@ def _submit(
 
 
 def submit_campaign(
-    spec: Any, *, address: Any, root: str, storage_options: dict | None = None, **job: Any
+    campaign: Campaign,
+    *,
+    address: Any,
+    root: str,
+    options: JobOptions | None = None,
+    storage_options: dict | None = None,
+    **launch: Any,
 ) -> tuple[str, str]:
-    """Validate + expand `spec`, create its manifest, submit (or find) its job.
+    """Create the campaign's manifest and submit (or find) its job.
 
-    Returns (campaign_id, submission_id). `job` options: concurrency, max_attempts, actors,
-    preset, serve_app, python (the cluster's interpreter command), runtime_env.
+    `campaign` was parsed and expanded where it came in (`farm.jobs.inputs`); it is not
+    loaded again here. Returns (campaign_id, submission_id). `launch`: python (the
+    cluster's interpreter command), runtime_env, agent_wait_s.
     """
     root = _abs_root(root)
-    spec = _load_spec(spec)  # a bad spec or an unreachable cluster writes nothing
-    client = _client(address)
-    manifest = prepare_campaign(spec, root, storage_options)
+    client = _client(address)  # an unreachable cluster writes nothing
+    manifest = prepare_campaign(campaign, root, storage_options)
     if cancel_requested(root, manifest.campaign_id):
         raise CampaignError(f"campaign {manifest.campaign_id} was cancelled")
-    return manifest.campaign_id, _submit(client, manifest, root, **job)
+    return manifest.campaign_id, _submit(client, manifest, root, options, **launch)
 
 
-def resume_campaign(cid: str, *, address: Any, root: str, **job: Any) -> str:
+def resume_campaign(
+    cid: str, *, address: Any, root: str, options: JobOptions | None = None, **launch: Any
+) -> str:
     """Start the campaign's next job for its pending variants (or return the running one)."""
     root = _abs_root(root)
     manifest = Manifest.open(root, cid)
     if cancel_requested(root, cid):
         raise CampaignError(f"campaign {cid} was cancelled; it cannot be resumed")
-    return _submit(address, manifest, root, **job)
+    return _submit(address, manifest, root, options, **launch)
 
 
-def cancel_campaign(root: str, cid: str, address: Any = None, *, max_attempts: int = 3) -> str:
+def cancel_campaign(
+    root: str, cid: str, address: Any = None, *, max_attempts: int | None = None
+) -> str:
     """Cancel a campaign; returns what happens next, in words.
 
     Writes the cancel marker (exclusive create, so a second cancel is a no-op). A running

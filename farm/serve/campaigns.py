@@ -1,10 +1,11 @@
 """What the Api's /v1/campaigns endpoints do, as plain blocking functions.
 
-Submitting parses the body as YAML or JSON (`farm.spec.load_spec`), holds the spec to the
-deployment's limits and the tenant's prompt policy, creates the manifest and submits the
-campaign job through Ray's Jobs API (`farm.jobs.submit_campaign`); reads come straight
-from the manifest on storage. Errors are `RequestError`s: 4xx naming the field, 404 for
-an unknown campaign, 503 when the Jobs API cannot be reached.
+Submitting parses the body as YAML or JSON (`farm.campaign.spec.load_spec`) once, holds
+the spec to the deployment's limits and the tenant's prompt policy, and hands the typed,
+expanded campaign (`farm.jobs.inputs.Campaign`) to `farm.jobs.client.submit_campaign`,
+which creates the manifest and submits the campaign job through Ray's Jobs API; reads
+come straight from the manifest on storage. Errors are `RequestError`s: 4xx naming the
+field, 404 for an unknown campaign, 503 when the Jobs API cannot be reached.
 
 Tenants: each tenant's campaigns live under its own storage root (`tenant_root`): the
 farm's root for tenant ``default`` (the local demo, the CLI), ``{root}/tenants/{name}``
@@ -32,6 +33,8 @@ import pyarrow.parquet as pq
 from farm.campaign.manifest import Manifest, ManifestNotFound
 from farm.campaign.spec import CampaignSpec, SpecError, fill, load_spec
 from farm.jobs.client import CampaignError, cancel_campaign, list_campaigns, submit_campaign
+from farm.jobs.inputs import Campaign
+from farm.jobs.options import JobOptions
 from farm.policy import PolicyViolation, PromptPolicy
 from farm.serve.wire import ANONYMOUS_TENANT, Limits, RequestError
 from farm.settings import TENANT_NAME
@@ -141,12 +144,13 @@ def submit(
         path, _ = e.errors[0] if e.errors else ("body", "")
         raise RequestError(422, "invalid_campaign", str(e), path) from None
     check_spec(spec, limits or Limits(), policy or PromptPolicy())
+    campaign = Campaign.of_spec(spec)  # parsed once, here; the job client takes it typed
     try:
         cid, sid = submit_campaign(
-            spec,
+            campaign,
             address=jobs_address,
             root=tenant_root(root, tenant),
-            serve_app=app,
+            options=JobOptions(serve_app=app),
             python=shlex.quote(sys.executable),  # replicas run the farm's own environment
         )
     except CampaignError as e:

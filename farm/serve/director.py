@@ -21,11 +21,11 @@ import fsspec
 from ray import serve
 
 from farm import metrics
-from farm.output.media import Provenance, write_video_outputs
-from farm.render.engine import VideoJob, render
+from farm.output.render import RenderOrder, render_video, request_order
 from farm.serve.executor import ServeExecutor
 from farm.serve.wire import CreateVideoRequest, Video, VideoError
 from farm.serve.wire import VideoStatus as Status
+from model.geometry import Geometry, geometry_of
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class Director:
         self.executor = ServeExecutor(renderer, max_resends=max_resends)
         self.root = storage_root
         self.model = model
+        self.geometry = geometry_of(model)  # frames for seconds: the model's own rule
         self.engine = dict(engine or {})
         self.storage_options = dict(storage_options or {})
         self.videos: dict[str, _Video] = {}
@@ -154,9 +155,10 @@ class Director:
                     return
                 video.started = True
                 video.status = "in_progress"
+                order = video_order(video.request, video.id, self.geometry)
                 t0 = time.perf_counter()  # metrics
                 try:
-                    await asyncio.to_thread(self._render, video)
+                    await asyncio.to_thread(self._render, video, order)
                 except Cancelled:
                     video.status = "cancelled"
                 except Exception as e:
@@ -171,51 +173,29 @@ class Director:
                 video.finished.set()
                 # metrics: render time, frames or failure; videos not yet finished
                 seconds = time.perf_counter() - t0
-                metrics.record_video(video.status, self.model, video.request, seconds)
+                metrics.record_video(video.status, self.model, order, seconds)
                 metrics.record_unfinished(metrics.ADHOC, (v.status for v in self.videos.values()))
 
-    def _render(self, video: _Video) -> None:
-        """Engine → frames → MP4 + poster + sidecar (blocking; runs in a worker thread)."""
-        req = video.request
-        job = VideoJob(
-            prompt=req.prompt,
-            negative_prompt=req.negative_prompt,
-            frames=req.frames,
-            height=req.height,
-            width=req.width,
-            fps=req.fps,
-            steps=req.steps,
-            guidance=req.guidance,
-            seed=req.seed,
-            **self.engine,
-        )
-        total = job.steps + 1  # decode + encode count as the last step
+    def _render(self, video: _Video, order: RenderOrder) -> None:
+        """The one render path (farm.output.render), blocking; runs in a worker thread."""
 
-        def on_step(i: int, x: Any, t: Any) -> None:
+        def on_progress(done: int, total: int) -> None:
             if video.cancel.is_set():
                 raise Cancelled(video.id)
-            video.progress = (i + 1) / total
+            if done < total:  # the last step (encode + write) counts once the file is there
+                video.progress = done / total
 
-        frames = render(self.executor, job, video=video.id, callback=on_step)
-        if video.cancel.is_set():
-            raise Cancelled(video.id)
-        info = self.executor.model_info()
-        provenance = Provenance(
-            model=info["model"],
-            weights_sha256=info["weights_sha256"],
-            seed=req.seed,
-            prompt=req.prompt,
-            negative_prompt=req.negative_prompt,
-            campaign_id="adhoc",
-            variant_id=video.id,
-            extra={"size": req.size, "seconds": str(req.seconds), "fps": str(req.fps)},
-        )
-        write_video_outputs(
+        render_video(
+            self.executor,
+            order,
             videos_dir(self.root),
-            video.id,
-            frames,
-            req.fps,
-            provenance,
-            fs_kwargs=self.storage_options or None,
-            watermark=video.id,  # every frame carries the video's id (farm verify)
+            storage_options=self.storage_options,
+            on_progress=on_progress,
+            **self.engine,
         )
+
+
+def video_order(request: CreateVideoRequest, video_id: str, geometry: Geometry) -> RenderOrder:
+    """What the Director renders for a request: no copy; size and length in the provenance."""
+    extra = {"size": request.size, "seconds": str(request.seconds), "fps": str(request.fps)}
+    return request_order(request, video_id, geometry, extra=extra)

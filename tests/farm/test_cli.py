@@ -46,6 +46,16 @@ def test_render_writes_a_decodable_mp4(tmp_path):
     first = mp4.read_bytes()
     assert runner.invoke(app, args).exit_code == 0
     assert mp4.read_bytes() == first
+    # ... and the very bytes of the one render path, called in-process.
+    from farm.output.render import RenderRequest, render_video, request_order
+    from farm.render.executors import LocalExecutor
+    from model.geometry import geometry_of
+
+    request = RenderRequest("红色的瓶子", "", 0.5, 16, 64, 32, 2, 4.0, 0, "tiny")
+    assert mp4.stem == request.video_id()
+    order = request_order(request, request.video_id(), geometry_of("tiny"))
+    again = render_video(LocalExecutor("tiny"), order, str(tmp_path / "again"))
+    assert Path(again.mp4_url).read_bytes() == first
 
 
 @pytest.mark.parametrize(
@@ -72,7 +82,7 @@ def test_bad_size_is_refused_with_the_rule(tmp_path):
         app, ["render", "x", "--preset", "tiny", "--size", "60x32", "--out", str(tmp_path)]
     )
     assert result.exit_code == 2
-    assert "width must be a positive multiple of 16" in result.output
+    assert "width 60 must be a positive multiple of 16 (model 'tiny')" in result.output
     result = runner.invoke(
         app, ["render", "x", "--preset", "tiny", "--size", "wide", "--out", str(tmp_path)]
     )
@@ -84,6 +94,29 @@ def test_campaign_validate_counts_variants():
     result = runner.invoke(app, ["campaign", "validate", "examples/campaign.yaml"])
     assert result.exit_code == 0, result.output
     assert "12 variants" in result.output and "zh-CN" in result.output
+
+
+def test_a_feed_goes_through_the_cli_like_a_spec(tmp_path):
+    """A CSV feed validates, and `farm demo --in-process` renders it with the job's loop."""
+    from farm.campaign.manifest import Manifest
+    from farm.jobs.inputs import load_campaign
+    from tests.farm.jobs.test_loop import write_feed
+
+    feed = write_feed(tmp_path / "feed.csv")
+    result = runner.invoke(app, ["campaign", "validate", str(feed)])
+    assert result.exit_code == 0, result.output
+    assert "feed.csv: 3 variants" in result.output and "zh-CN" in result.output
+    root = str(tmp_path / "root")
+    args = ["demo", "--in-process", "--spec", str(feed), "--preset", "tiny", "--root", root]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "3 rendered, 0 failed" in result.output
+    cid = load_campaign(feed).campaign_id
+    rows = Manifest.open(root, cid).status().to_pylist()
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"completed"}
+    for r in rows:
+        info = probe_mp4(Path(r["output_url"]).read_bytes())
+        assert (info.frames, info.width, info.height) == (r["frames"], r["width"], r["height"])
 
 
 def test_campaign_validate_names_the_bad_field(tmp_path):

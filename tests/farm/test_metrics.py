@@ -25,8 +25,11 @@ import yaml
 from ray import serve
 
 from farm.campaign.manifest import Manifest
+from farm.campaign.spec import load_spec
 from farm.jobs.client import prepare_campaign
-from farm.jobs.loop import render_pending
+from farm.jobs.inputs import Campaign
+from farm.jobs.loop import render_concurrently
+from farm.jobs.options import JobOptions
 from farm.render.executors import LocalExecutor
 from farm.serve.app import FarmAppArgs, build_app
 from tests.helpers.paths import REPO
@@ -153,13 +156,15 @@ def scrape(tmp_path_factory) -> set[str]:
         assert video["status"] == "completed", video
 
         # A variant that fails for real (overlap as long as the window): failures by reason.
-        bad = prepare_campaign(_spec("metrics-bad"), root)
-        report = render_pending(bad, LocalExecutor("tiny"), root, limit=1, window=4, overlap=4)
+        bad = prepare_campaign(Campaign.of_spec(load_spec(_spec("metrics-bad"))), root)
+        once = JobOptions(concurrency=1)
+        ex = LocalExecutor("tiny")
+        report = render_concurrently(bad, ex, root, once, limit=1, window=4, overlap=4)
         assert report.failed == 1
 
         # A campaign job on the Renderer pool, as the Jobs API would start it. Its metrics
         # are flushed every second: a finished job's gauges leave the endpoint soon after.
-        cid = prepare_campaign(_spec("metrics"), root).campaign_id
+        cid = prepare_campaign(Campaign.of_spec(load_spec(_spec("metrics"))), root).campaign_id
         job = [sys.executable, "-m", "jobs.render_campaign", "--root", root]
         job += ["--campaign-id", cid, "--serve-app", "farm", "--max-attempts", "1"]
         env = os.environ | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}

@@ -16,7 +16,10 @@ import pytest
 
 from farm import storage
 from farm.campaign.manifest import Manifest
-from farm.jobs.client import render_concurrently
+from farm.jobs.client import prepare_campaign
+from farm.jobs.inputs import load_campaign
+from farm.jobs.loop import render_concurrently
+from farm.jobs.options import JobOptions
 from farm.output.media import probe_mp4
 from farm.render.executors import LocalExecutor
 from tests.farm.jobs.test_client import write_spec
@@ -114,13 +117,7 @@ def test_s3_outage_mid_campaign_loses_nothing(s3_server, tmp_path):
     }
     root = f"{base}/outage-{time.time_ns()}"
     spec = write_spec(tmp_path / "spec.yaml", "s3-outage", products=2, formats=2)
-    from farm.campaign.expand import campaign_id, expand
-    from farm.jobs.client import _load_spec
-
-    loaded = _load_spec(spec)
-    manifest = Manifest.create(
-        root, campaign_id(loaded), loaded.model_dump(mode="json"), expand(loaded), opts
-    )
+    manifest = prepare_campaign(load_campaign(spec), root, opts)
     reader = Manifest.open(root, manifest.campaign_id, opts)
     seen: list[int] = []
     reader_errors: list[str] = []
@@ -154,7 +151,7 @@ def test_s3_outage_mid_campaign_loses_nothing(s3_server, tmp_path):
     breaker = threading.Thread(target=take_storage_down, daemon=True)
     breaker.start()
     report = render_concurrently(
-        manifest, LocalExecutor("tiny"), root, concurrency=2, storage_options=opts
+        manifest, LocalExecutor("tiny"), root, JobOptions(concurrency=2), storage_options=opts
     )
     finished = time.monotonic()
     breaker.join(timeout=30)

@@ -21,10 +21,14 @@ from farm.cli import app
 from farm.jobs.client import (
     campaign_jobs,
     cancel_campaign,
+    prepare_campaign,
     resume_campaign,
     submit_campaign,
     wait_for,
 )
+from farm.jobs.inputs import load_campaign
+from farm.jobs.loop import render_concurrently
+from farm.jobs.options import JobOptions
 from farm.output.media import probe_mp4
 from farm.testing.ray_head import ray_head as private_ray_head
 
@@ -112,7 +116,7 @@ def test_submit_wait_renders_every_variant_once(ray_head, tmp_path):
         info = probe_mp4(mp4)
         assert (info.frames, info.width, info.height) == (r["frames"], r["width"], r["height"])
     # Done: submitting again starts nothing new; the CLI reads it all back.
-    again = submit_campaign(spec, address=address, root=root)
+    again = submit_campaign(load_campaign(spec), address=address, root=root)
     assert again == (cid, f"campaign-{cid}")
     assert len(campaign_jobs(address, cid)) == 1
     status = runner.invoke(app, ["campaign", "status", cid, "--root", root, "--address", address])
@@ -128,10 +132,31 @@ def test_submit_wait_renders_every_variant_once(ray_head, tmp_path):
     assert logs.exit_code == 0 and "[4/4]" in logs.output and "4 completed" in logs.output
 
 
+def test_a_feed_runs_as_a_job_like_a_spec(ray_head, tmp_path):
+    """The CLI submits a CSV feed as it does a spec: one job renders every row."""
+    from tests.farm.jobs.test_loop import write_feed
+
+    address, root = ray_head
+    feed = write_feed(tmp_path / "feed.csv")
+    args = ["--address", address, "--root", root, "--preset", "tiny", "--wait"]
+    result = runner.invoke(app, ["campaign", "submit", str(feed), *args])
+    assert result.exit_code == 0, result.output
+    cid, sid = re.search(r"campaign (\w+): job (\S+)", result.output).groups()
+    assert (cid, sid) == (load_campaign(feed).campaign_id, f"campaign-{cid}")
+    manifest = Manifest.open(root, cid)
+    rows = statuses(manifest)
+    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows.values())
+    for r in rows.values():
+        info = probe_mp4(Path(r["output_url"]).read_bytes())
+        assert (info.frames, info.width, info.height) == (r["frames"], r["width"], r["height"])
+    assert manifest.spec["name"] == "feed" and manifest.runs()[-1]["completed"] == 3
+
+
 def test_stopped_job_resumes_without_rerendering(ray_head, tmp_path):
     address, root = ray_head
-    spec = write_spec(tmp_path / "spec.yaml", "jobs-resume", products=4, formats=2)
-    cid, sid = submit_campaign(spec, address=address, root=root, concurrency=1, actors=1)
+    spec = load_campaign(write_spec(tmp_path / "spec.yaml", "jobs-resume", products=4, formats=2))
+    one = JobOptions(concurrency=1, actors=1)
+    cid, sid = submit_campaign(spec, address=address, root=root, options=one)
     assert sid == f"campaign-{cid}"
     manifest = Manifest.open(root, cid)
     wait_until(lambda: count(manifest, "completed") >= 1, what="a first completed variant")
@@ -146,7 +171,7 @@ def test_stopped_job_resumes_without_rerendering(ray_head, tmp_path):
     }
     assert 1 <= len(before) < 16, "the job must be stopped mid-way"
 
-    sid2 = resume_campaign(cid, address=address, root=root, concurrency=2, actors=2)
+    sid2 = resume_campaign(cid, address=address, root=root, options=JobOptions(concurrency=2))
     assert sid2 == f"campaign-{cid}-r2"
     assert resume_campaign(cid, address=address, root=root) == sid2  # still running: same
     assert wait_for(address, sid2, timeout=120) == "SUCCEEDED"
@@ -160,8 +185,9 @@ def test_stopped_job_resumes_without_rerendering(ray_head, tmp_path):
 
 def test_cancel_marks_the_rest_cancelled(ray_head, tmp_path):
     address, root = ray_head
-    spec = write_spec(tmp_path / "spec.yaml", "jobs-cancel", products=4, formats=2)
-    cid, sid = submit_campaign(spec, address=address, root=root, concurrency=1, actors=1)
+    spec = load_campaign(write_spec(tmp_path / "spec.yaml", "jobs-cancel", products=4, formats=2))
+    one = JobOptions(concurrency=1, actors=1)
+    cid, sid = submit_campaign(spec, address=address, root=root, options=one)
     # The same campaign submitted again while its job runs: the same job, not a second one.
     assert submit_campaign(spec, address=address, root=root) == (cid, sid)
     manifest = Manifest.open(root, cid)
@@ -207,21 +233,16 @@ class FlakyExecutor:
 
 
 def _local_campaign(tmp_path, name: str) -> tuple[str, Manifest]:
-    from farm.jobs.client import prepare_campaign
-
     tmp_path.mkdir(parents=True, exist_ok=True)
     root = str(tmp_path / "root")
-    return root, prepare_campaign(write_spec(tmp_path / "spec.yaml", name), root)
+    return root, prepare_campaign(load_campaign(write_spec(tmp_path / "spec.yaml", name)), root)
 
 
 def test_failed_variants_are_retried_with_backoff(tmp_path):
-    from farm.jobs.client import render_concurrently
-
     root, manifest = _local_campaign(tmp_path, "retry")
     start = time.monotonic()
-    report = render_concurrently(
-        manifest, FlakyExecutor(failures=2), root, concurrency=2, backoff_s=0.2
-    )
+    options = JobOptions(concurrency=2, backoff_s=0.2)
+    report = render_concurrently(manifest, FlakyExecutor(failures=2), root, options)
     assert (report.completed, report.failed, report.retries) == (4, 0, 2)
     assert time.monotonic() - start >= 0.2  # waited before retrying
     rows = statuses(manifest).values()
@@ -232,12 +253,9 @@ def test_failed_variants_are_retried_with_backoff(tmp_path):
 
 
 def test_retries_stop_at_max_attempts_and_skip_hopeless_failures(tmp_path):
-    from farm.jobs.client import render_concurrently
-
     root, manifest = _local_campaign(tmp_path, "exhaust")
-    report = render_concurrently(
-        manifest, FlakyExecutor(failures=100), root, max_attempts=2, backoff_s=0.01
-    )
+    options = JobOptions(max_attempts=2, backoff_s=0.01)
+    report = render_concurrently(manifest, FlakyExecutor(failures=100), root, options)
     assert (report.completed, report.failed, report.retries) == (0, 4, 4)
     assert {r["attempt"] for r in statuses(manifest).values()} == {2}
     assert manifest.pending(max_attempts=2).num_rows == 0
@@ -251,7 +269,6 @@ def test_retries_stop_at_max_attempts_and_skip_hopeless_failures(tmp_path):
 
 
 def test_cancel_stops_dispatch_and_marks_the_rest(tmp_path):
-    from farm.jobs.client import render_concurrently
     from farm.render.executors import LocalExecutor
 
     root, manifest = _local_campaign(tmp_path, "cancel-local")
@@ -260,7 +277,7 @@ def test_cancel_stops_dispatch_and_marks_the_rest(tmp_path):
         manifest,
         LocalExecutor("tiny"),
         root,
-        concurrency=1,
+        JobOptions(concurrency=1),
         cancelled=lambda: len(done) >= 1,
         on_done=lambda row, status, s: done.append(status),
     )
@@ -271,16 +288,16 @@ def test_cancel_stops_dispatch_and_marks_the_rest(tmp_path):
 
 def test_failure_budget_stops_dispatch_and_says_why(tmp_path):
     from farm.campaign.spec import FailureBudget
-    from farm.jobs.client import campaign_status, render_concurrently
+    from farm.jobs.client import campaign_status
     from farm.render.executors import LocalExecutor
 
     root, manifest = _local_campaign(tmp_path, "budget")
+    once = JobOptions(concurrency=1, max_attempts=1)
     report = render_concurrently(
         manifest,
         FlakyExecutor(failures=100),
         root,
-        concurrency=1,
-        max_attempts=1,
+        once,
         failure_budget=FailureBudget(max_failures=2),
     )
     # Two variants failed for good, then nothing new was dispatched: the rest wait.
@@ -291,7 +308,7 @@ def test_failure_budget_stops_dispatch_and_says_why(tmp_path):
     assert run["stopped"] == "failure_budget" and run["epoch"] == report.epoch
     assert campaign_status(root, manifest.campaign_id).last_run["reason"] == run["reason"]
     # Fixed and resumed: the rest render, and the run record says it ran out of work.
-    report = render_concurrently(manifest, LocalExecutor("tiny"), root, max_attempts=1)
+    report = render_concurrently(manifest, LocalExecutor("tiny"), root, once)
     assert (report.completed, report.stopped_by_budget) == (2, None)
     assert manifest.runs()[-1]["stopped"] is None
 

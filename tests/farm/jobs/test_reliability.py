@@ -20,8 +20,10 @@ import torch
 from ray import serve
 
 from farm.campaign.manifest import Manifest, StaleWriter
-from farm.jobs.client import prepare_campaign, render_concurrently
-from farm.jobs.loop import render_one
+from farm.jobs.client import prepare_campaign
+from farm.jobs.inputs import load_campaign
+from farm.jobs.loop import render_concurrently, render_one
+from farm.jobs.options import JobOptions
 from farm.output.media import probe_mp4
 from farm.serve.executor import ServeExecutor
 from farm.serve.renderer import Renderer
@@ -81,14 +83,14 @@ def _kill_one(app: str) -> str:
 
 def test_killed_renderer_replicas_mid_campaign(serve_pools, tmp_path):
     root = str(tmp_path / "root")
-    manifest = prepare_campaign(write_spec(tmp_path / "s.yaml", "kill", formats=2), root)
+    campaign = load_campaign(write_spec(tmp_path / "s.yaml", "kill", formats=2))
+    manifest = prepare_campaign(campaign, root)
     executor = ServeExecutor(serve.get_deployment_handle("Renderer", "pool"))
     result: dict = {}
 
     def run() -> None:
-        result["report"] = render_concurrently(
-            manifest, executor, root, concurrency=2, backoff_s=0.2
-        )
+        options = JobOptions(concurrency=2, backoff_s=0.2)
+        result["report"] = render_concurrently(manifest, executor, root, options)
 
     driver = threading.Thread(target=run)
     driver.start()
@@ -133,7 +135,7 @@ def test_stale_driver_after_a_resume_changes_nothing(tmp_path):
     from farm.render.executors import LocalExecutor
 
     root = str(tmp_path / "root")
-    manifest = prepare_campaign(write_spec(tmp_path / "s.yaml", "stale"), root)
+    manifest = prepare_campaign(load_campaign(write_spec(tmp_path / "s.yaml", "stale")), root)
     executor = LocalExecutor("tiny")
     stale = manifest.writer(worker="old driver")  # the driver that was stopped
     report = render_concurrently(manifest, executor, root)  # the resume: a newer epoch

@@ -23,7 +23,9 @@ from fastapi.routing import APIRoute
 from ray import serve
 from starlette.routing import Mount, Route
 
+from farm.campaign.spec import load_spec
 from farm.jobs.client import prepare_campaign
+from farm.jobs.inputs import Campaign
 from farm.serve.api import in_process
 from farm.serve.app import FarmAppArgs, build_app
 from farm.serve.auth import PUBLIC_PATHS
@@ -261,7 +263,8 @@ def test_a_tenant_cannot_see_another_tenants_video(farm: Farm):
 
 
 def test_a_tenant_cannot_see_another_tenants_campaign(farm: Farm):
-    manifest = prepare_campaign(EXAMPLE, tenant_root(str(farm.root), "acme"))
+    campaign = Campaign.of_spec(load_spec(EXAMPLE))
+    manifest = prepare_campaign(campaign, tenant_root(str(farm.root), "acme"))
     cid = manifest.campaign_id
     base = f"{farm.url}/v1/campaigns"
     r = requests.get(f"{base}/{cid}", headers=ACME, timeout=30)

@@ -21,8 +21,11 @@ import yaml
 from ray import serve
 
 from farm.campaign.manifest import Manifest
+from farm.campaign.spec import load_spec
 from farm.jobs.client import prepare_campaign
-from farm.jobs.loop import render_pending
+from farm.jobs.inputs import Campaign
+from farm.jobs.loop import render_concurrently
+from farm.jobs.options import JobOptions
 from farm.render.executors import LocalExecutor
 from farm.serve.app import FarmAppArgs, build_app
 from farm.serve.campaigns import tenant_root
@@ -60,12 +63,13 @@ def _spec() -> dict:
 def farm(tmp_path_factory) -> Farm:
     """The Serve app (tokens for tenants acme and globex) and a finished acme campaign."""
     root = str(tmp_path_factory.mktemp("dashboard") / "farm-data")
-    manifest = prepare_campaign(_spec(), tenant_root(root, "acme"))
+    manifest = prepare_campaign(Campaign.of_spec(load_spec(_spec())), tenant_root(root, "acme"))
     base = tenant_root(root, "acme")
     executor = LocalExecutor("tiny")
     # One variant fails for real (a window no longer than its overlap), the rest finish.
-    failed = render_pending(manifest, executor, base, limit=1, max_attempts=1, window=4, overlap=4)
-    done = render_pending(manifest, executor, base, max_attempts=1)
+    once = JobOptions(concurrency=1, max_attempts=1)
+    failed = render_concurrently(manifest, executor, base, once, limit=1, window=4, overlap=4)
+    done = render_concurrently(manifest, executor, base, once)
     assert (failed.failed, done.completed) == (1, 3)
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
