@@ -14,9 +14,9 @@ import ray
 import requests
 from ray import serve
 
-from farm.output.local import frames_for
 from farm.output.media import probe_mp4
 from farm.serve.app import FarmAppArgs, build_app
+from model.geometry import geometry_of
 
 BASE = {"prompt": "a red bottle on a beach", "size": "64x32", "seconds": 0.5, "fps": 16}
 
@@ -88,7 +88,8 @@ def test_create_poll_and_download(farm: Farm):
     r = requests.get(f"{farm.url}/v1/videos/{video['id']}/content", timeout=30)
     assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
     info = probe_mp4(r.content)
-    assert (info.frames, info.width, info.height) == (frames_for(0.5, 16), 64, 32)
+    frames = geometry_of("tiny").frames_for(0.5, 16)
+    assert (info.frames, info.width, info.height) == (frames, 64, 32)
     thumb = requests.get(f"{farm.url}/v1/videos/{video['id']}/content?variant=thumbnail")
     assert thumb.headers["content-type"] == "image/jpeg" and thumb.content[:2] == b"\xff\xd8"
     assert (farm.root / "main" / "videos" / f"{video['id']}.json").exists()
