@@ -48,6 +48,18 @@ def test_demo_renders_every_variant_through_serve_and_a_job(tmp_path):
         info = probe_mp4(Path(row["output_url"]).read_bytes())
         assert (info.width, info.height, info.frames) == (64, 64, row["frames"])
 
+    # One render path: the job on the Serve app's Renderer pool and the in-process demo
+    # (the same loop and renderer, a LocalExecutor) write the very same bytes per variant.
+    local = tmp_path / "in-process"
+    args = ["demo", "--in-process", "--spec", str(path), "--root", str(local)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+    def shas(m: Manifest) -> dict[str, str]:
+        return {r["variant_id"]: r["sha256"] for r in m.status().to_pylist()}
+
+    assert shas(Manifest.open(str(local), cid)) == shas(manifest)
+
 
 def small_spec_yaml() -> str:
     spec = yaml.safe_load(Path("examples/campaign.yaml").read_text(encoding="utf-8"))
