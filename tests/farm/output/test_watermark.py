@@ -96,7 +96,14 @@ def model_clip() -> np.ndarray:
     from farm.render.executors import LocalExecutor
 
     job = VideoJob(
-        prompt="a cup on a table", frames=25, height=144, width=256, fps=12, steps=4, seed=3
+        geometry="tiny",
+        prompt="a cup on a table",
+        frames=25,
+        height=144,
+        width=256,
+        fps=12,
+        steps=4,
+        seed=3,
     )
     return np.asarray(render(LocalExecutor("tiny"), job))
 
