@@ -62,10 +62,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, JobOp
     parser = argparse.ArgumentParser(prog="jobs.render_campaign", description=__doc__)
     parser.add_argument("--root", required=True, help="Storage root (local dir or fsspec URL).")
     parser.add_argument("--campaign-id", required=True)
-    kinds = {int: int, float: float}
-    for name, field in JobOptions.model_fields.items():
-        kind = kinds.get(field.annotation, str) if isinstance(field.annotation, type) else str
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=field.description)
+    for name, field in JobOptions.model_fields.items():  # JobOptions parses the values
+        parser.add_argument(f"--{name.replace('_', '-')}", help=field.description)
     args = parser.parse_args(argv)
     return args, JobOptions.given(**{name: getattr(args, name) for name in JobOptions.model_fields})
 
