@@ -1,0 +1,59 @@
+"""`farm render`: one video in this process, outside any campaign."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+from rich.table import Table
+
+from farm.cli.common import app, console, progress_bar
+
+
+@app.command()
+def render(
+    prompt: str = typer.Argument(..., help="What the video shows, in any language."),
+    negative_prompt: str = typer.Option("", help="What to steer away from."),
+    seconds: float = typer.Option(1.0, help="Length in seconds."),
+    size: str = typer.Option("256x144", help="WIDTHxHEIGHT, multiples of 16."),
+    fps: int = typer.Option(24, help="Frames per second."),
+    steps: int = typer.Option(12, help="Denoising steps."),
+    guidance: float = typer.Option(4.0, help="Classifier-free guidance scale (1 = off)."),
+    seed: int = typer.Option(0, help="Noise seed: same seed, same video."),
+    preset: str = typer.Option("small", help="Model preset or checkpoint URL."),
+    out: str = typer.Option("farm-data/renders", help="Output directory or fsspec URL."),
+) -> None:
+    """Render one video in this process and write MP4 + poster + provenance JSON."""
+    import model
+    from farm.output.render import RenderRequest, render_video, request_order
+    from farm.render.executors import LocalExecutor
+    from farm.serve.wire import parse_size
+
+    try:
+        width, height = parse_size(size)
+        request = RenderRequest(
+            prompt, negative_prompt, seconds, fps, width, height, steps, guidance, seed, preset
+        )
+        with console.status(f"loading model {preset!r}"):
+            m = model.load(preset)
+        order = request_order(request, request.video_id(), m.geometry)
+        m.latent_shape(order.frames, height, width)  # validate before any compute
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    start = time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task(f"rendering {order.frames} frames {width}x{height}", total=steps + 1)
+        result = render_video(
+            LocalExecutor(m),
+            order,
+            out,
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    table = Table(title=f"rendered in {time.perf_counter() - start:.1f} s")
+    for column in ("file", "bytes", "sha256"):
+        table.add_column(column)
+    table.add_row(result.mp4_url, str(result.mp4_bytes), result.sha256[:16] + "…")
+    table.add_row(result.poster_url, str(result.poster_bytes), "")
+    table.add_row(result.sidecar_url, str(result.sidecar_bytes), "")
+    console.print(table)
