@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,12 +19,6 @@ _CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "test",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
@@ -46,8 +39,10 @@ def _wait_until_up(url: str, proc: subprocess.Popen, timeout_s: float = 30.0) ->
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[tuple[str, dict]]:
     """A moto S3 server on 127.0.0.1 with one bucket: yields (url_root, s3fs storage_options)."""
+    from farm.testing.ray_head import free_ports
+
     boto3 = pytest.importorskip("boto3")
-    port = _free_port()
+    port = free_ports(1)[0]
     endpoint = f"http://127.0.0.1:{port}"
     exe = Path(sys.executable).with_name("moto_server")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]

@@ -100,7 +100,7 @@ def test_a_feed_goes_through_the_cli_like_a_spec(tmp_path):
     """A CSV feed validates, and `farm demo --in-process` renders it with the job's loop."""
     from farm.campaign.manifest import Manifest
     from farm.jobs.inputs import load_campaign
-    from tests.farm.jobs.test_loop import write_feed
+    from tests.helpers.campaigns import write_feed
 
     feed = write_feed(tmp_path / "feed.csv")
     result = runner.invoke(app, ["campaign", "validate", str(feed)])
@@ -138,11 +138,9 @@ def test_campaign_schema_is_json_with_descriptions():
 
 
 def test_campaign_commands_fail_cleanly_without_a_campaign_or_cluster(tmp_path):
-    import socket
+    from farm.testing.ray_head import free_ports
 
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"  # a port nothing listens on
     root = str(tmp_path)
     for args in (
         ["campaign", "status", "nope", "--root", root],

@@ -22,7 +22,8 @@ from farm.jobs.loop import render_concurrently
 from farm.jobs.options import JobOptions
 from farm.output.media import probe_mp4
 from farm.render.executors import LocalExecutor
-from tests.farm.jobs.test_client import write_spec
+from farm.testing.ray_head import free_ports
+from tests.helpers.campaigns import write_spec
 
 
 def test_retry_rides_out_transient_errors_and_gives_up_after_the_window(monkeypatch):
@@ -52,10 +53,7 @@ class FlakyProxy:
 
     def __init__(self, target: tuple[str, int]):
         self.target = target
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
+        self.port = free_ports(1)[0]
         self.conns: list[socket.socket] = []
         self.lock = threading.Lock()
         self.refused = 0

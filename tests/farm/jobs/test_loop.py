@@ -19,19 +19,9 @@ from farm.output.render import render_video, variant_order
 from farm.output.watermark import verify_file
 from farm.render.executors import LocalExecutor
 from farm.storage import StorageUnavailable
+from tests.helpers.campaigns import write_feed
 
 ONE_AT_A_TIME = JobOptions(concurrency=1)
-
-FEED = """product_id,product_name,locale,headline,cta,prompt,format,width,height,duration_s,seed
-cup,Acme Cup,en-US,Hot all day,Buy now,a red cup on a table,square,64,64,0.5,7
-cup,Acme 杯子,zh-CN,整天保温,立即购买,桌上的红色杯子,square,64,64,0.5,
-jug,Acme Jug,de-DE,Immer kalt,Jetzt kaufen,a blue jug on a table,wide,128,64,0.5,
-"""
-
-
-def write_feed(path: Path) -> Path:
-    path.write_text(FEED, encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")

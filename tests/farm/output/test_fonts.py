@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont, features
 
 from farm.output import fonts as ft
 from farm.output import overlay as ov
-from tests.farm.output.test_overlay import COPY, noise
+from tests.helpers.overlay import COPY, noise
 
 # The face that must draw the locale's own letters.
 PRIMARY_FAMILY = {
