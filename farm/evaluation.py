@@ -24,9 +24,11 @@ from model.training import eval as prompt_eval
 
 
 def seam_report(
-    model_ref: str = "small",
+    model_ref: str,
     *,
     prompt: str,
+    # The seam test's own clip and layout (8-frame windows at 64 px), for direct calls;
+    # `main` passes the evaluation's command-line values.
     seconds: float = 30.0,
     fps: int = 24,
     size: int = 64,

@@ -15,9 +15,9 @@ from ray import serve
 from ray.serve import Application
 
 from farm.serve.app import farm_app
-from farm.settings import Settings, get_settings
+from farm.settings import Settings, get_settings, setting_default
 
-APP_NAME = "farm"
+APP_NAME = setting_default("app_name")  # the name the local farm deploys its app under
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,7 @@ def local_app(settings: Settings, jobs_address: str) -> Application:
 
 
 @contextlib.contextmanager
-def local_farm(
-    settings: Settings, *, dashboard_port: int = 8265, api_port: int = 8000
-) -> Iterator[LocalFarm]:
+def local_farm(settings: Settings, *, dashboard_port: int, api_port: int) -> Iterator[LocalFarm]:
     """Start local Ray + the Serve app for `settings`; shut both down on exit."""
     context = ray.init(
         address="local",

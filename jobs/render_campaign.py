@@ -26,6 +26,7 @@ import time
 import ray
 
 from farm import metrics
+from farm.campaign.fields import DEFAULT_PRESET
 from farm.campaign.manifest import Manifest
 from farm.campaign.spec import FailureBudget
 from farm.jobs.client import cancel_requested
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ray.init()  # inside a Ray Job: attaches to the job's cluster
     manifest = Manifest.open(args.root, args.campaign_id)
     spec = manifest.spec
-    preset = options.preset or spec.get("preset") or "small"
+    preset = options.preset or spec.get("preset") or DEFAULT_PRESET
     total = manifest.variants.num_rows
     todo = manifest.pending(max_attempts=options.max_attempts).num_rows
     print(

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from farm.settings import setting_default
 from model.config import PRESETS
 from model.geometry import Geometry, geometry_of
 
@@ -133,9 +134,10 @@ class SpecModel(BaseModel):
 class RenderSettings(SpecModel):
     """How every variant is rendered; shared by specs and by feed defaults."""
 
+    # A campaign's defaults (those of an ad in its spec), not a request's or `farm render`'s.
     fps: Fps = Field(24, description="Frames per second.")
     preset: str = Field(
-        "small",
+        setting_default("model"),
         description=f"Model preset, one of {sorted(PRESETS)}; its frame rule and pixel "
         "multiple decide the valid sizes and frame counts.",
     )

@@ -63,7 +63,12 @@ from farm.campaign.manifest_io import (
     write_once,
 )
 from farm.campaign.tables import EVENTS, STATUSES, TERMINAL
+from farm.jobs.options import JobOptions
 from farm.storage import StorageUnavailable
+
+# Readers without a job's options (status pages, metrics) count attempts as a campaign job
+# does by default (JobOptions owns the retry policy).
+DEFAULT_MAX_ATTEMPTS: int = JobOptions.model_fields["max_attempts"].default
 
 __all__ = [
     "Manifest",
@@ -317,14 +322,17 @@ class Manifest:
             pc.invert(pc.is_in(status["status"], pa.array(TERMINAL))), pc.invert(exhausted)
         )
 
-    def pending(self, max_attempts: int = 3) -> pa.Table:
+    def pending(self, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> pa.Table:
         """Variants still to render (not terminal, attempts left), highest priority first."""
         status = self.status()
         todo = status.filter(self._runnable(status, max_attempts))
         return todo.sort_by([("priority", "descending"), ("variant_id", "ascending")])
 
     def progress(
-        self, window_s: float = 600.0, max_attempts: int = 3, now: datetime | None = None
+        self,
+        window_s: float = 600.0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        now: datetime | None = None,
     ) -> Progress:
         """Counts by status and by status x locale x format, throughput over `window_s`, ETA."""
         status = self.status()

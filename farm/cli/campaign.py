@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from farm.cli.common import ADDRESS, ROOT, app, console, errors, follow, status_view
+from farm.cli.common import ADDRESS, JOB_WAIT_S, ROOT, app, console, errors, follow, status_view
 
 campaign_app = typer.Typer(help="Campaigns: validate, inspect and run variant sets.")
 app.add_typer(campaign_app, name="campaign")
@@ -66,7 +66,7 @@ ACTORS = _job_option("actors")
 PRESET = _job_option("preset")
 SERVE_APP = _job_option("serve_app")
 WAIT = typer.Option(False, "--wait", help="Follow the job with a progress bar until it ends.")
-TIMEOUT = typer.Option(3600.0, help="With --wait: give up after this many seconds.")
+TIMEOUT = typer.Option(JOB_WAIT_S, help="With --wait: give up after this many seconds.")
 
 
 @campaign_app.command("submit")

@@ -10,16 +10,21 @@ from rich.console import Console, Group
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from farm.settings import setting_default
+
 app = typer.Typer(help="Render farm for generative video ad campaigns.", no_args_is_help=True)
 console = Console()
 
 ADDRESS = typer.Option(
-    "http://127.0.0.1:8265",
+    setting_default("jobs_address"),
     "--address",
     envvar="RAY_API_SERVER_ADDRESS",
     help="Ray dashboard (Jobs API) address.",
 )
-ROOT = typer.Option("farm-data", "--root", help="Storage root (local dir or fsspec URL).")
+ROOT = typer.Option(
+    setting_default("storage_root"), "--root", help="Storage root (local dir or fsspec URL)."
+)
+JOB_WAIT_S = 3600.0  # how long `--wait` and `farm demo` follow a campaign job by default
 
 
 def progress_bar() -> Progress:

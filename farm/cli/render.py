@@ -3,29 +3,43 @@
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 
 import typer
 from rich.table import Table
 
 from farm.cli.common import app, console, progress_bar
+from farm.output.request import RenderRequest
+from farm.settings import setting_default
+
+# `farm render`'s defaults are RenderRequest's; its files go under the default storage root.
+_DEFAULT = {f.name: f.default for f in fields(RenderRequest)}
 
 
 @app.command()
 def render(
     prompt: str = typer.Argument(..., help="What the video shows, in any language."),
-    negative_prompt: str = typer.Option("", help="What to steer away from."),
-    seconds: float = typer.Option(1.0, help="Length in seconds."),
-    size: str = typer.Option("256x144", help="WIDTHxHEIGHT, multiples of 16."),
-    fps: int = typer.Option(24, help="Frames per second."),
-    steps: int = typer.Option(12, help="Denoising steps."),
-    guidance: float = typer.Option(4.0, help="Classifier-free guidance scale (1 = off)."),
-    seed: int = typer.Option(0, help="Noise seed: same seed, same video."),
-    preset: str = typer.Option("small", help="Model preset or checkpoint URL."),
-    out: str = typer.Option("farm-data/renders", help="Output directory or fsspec URL."),
+    negative_prompt: str = typer.Option(
+        _DEFAULT["negative_prompt"], help="What to steer away from."
+    ),
+    seconds: float = typer.Option(_DEFAULT["seconds"], help="Length in seconds."),
+    size: str = typer.Option(
+        f"{_DEFAULT['width']}x{_DEFAULT['height']}", help="WIDTHxHEIGHT, multiples of 16."
+    ),
+    fps: int = typer.Option(_DEFAULT["fps"], help="Frames per second."),
+    steps: int = typer.Option(_DEFAULT["steps"], help="Denoising steps."),
+    guidance: float = typer.Option(
+        _DEFAULT["guidance"], help="Classifier-free guidance scale (1 = off)."
+    ),
+    seed: int = typer.Option(_DEFAULT["seed"], help="Noise seed: same seed, same video."),
+    preset: str = typer.Option(_DEFAULT["preset"], help="Model preset or checkpoint URL."),
+    out: str = typer.Option(
+        f"{setting_default('storage_root')}/renders", help="Output directory or fsspec URL."
+    ),
 ) -> None:
     """Render one video in this process and write MP4 + poster + provenance JSON."""
     import model
-    from farm.output.render import RenderRequest, render_video, request_order
+    from farm.output.render import render_video, request_order
     from farm.render.executors import LocalExecutor
     from farm.serve.wire import parse_size
 

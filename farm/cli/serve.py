@@ -9,13 +9,29 @@ import time
 
 import typer
 
-from farm.cli.common import app, console, errors, follow, group_table, progress_bar
+from farm.cli.common import (
+    JOB_WAIT_S,
+    app,
+    console,
+    errors,
+    follow,
+    group_table,
+    progress_bar,
+)
+from farm.settings import setting_default
+
+# The local farm's ports: Ray's own default dashboard port (also the default jobs_address's)
+# and Serve's own default HTTP port. Both listen on 127.0.0.1 only (farm.local_farm).
+DASHBOARD_PORT = typer.Option(8265, help="Ray dashboard / Jobs API port (127.0.0.1).")
+API_PORT = typer.Option(8000, help="The farm's HTTP API port (127.0.0.1).")
 
 
 @app.command()
 def demo(
     spec_path: str = typer.Option("examples/campaign.yaml", "--spec", help="Campaign to run."),
-    root: str = typer.Option("farm-data", help="Storage root (local dir or fsspec URL)."),
+    root: str = typer.Option(
+        setting_default("storage_root"), help="Storage root (local dir or fsspec URL)."
+    ),
     preset: str = typer.Option("", help="Model preset (default: the campaign's)."),
     in_process: bool = typer.Option(
         False, "--in-process", help="Skip Ray: render in this process (fastest to start)."
@@ -24,8 +40,8 @@ def demo(
     concurrency: int | None = typer.Option(
         None, help="Variants in flight in the campaign job (default: JobOptions')."
     ),
-    dashboard_port: int = typer.Option(8265, help="Ray dashboard / Jobs API port (127.0.0.1)."),
-    api_port: int = typer.Option(8000, help="The farm's HTTP API port (127.0.0.1)."),
+    dashboard_port: int = DASHBOARD_PORT,
+    api_port: int = API_PORT,
 ) -> None:
     """Run a campaign (spec or feed) on a local farm: Ray, the Serve app and a Ray Job."""
     from farm.jobs.inputs import load_campaign
@@ -59,7 +75,7 @@ def demo(
                 python=shlex.quote(sys.executable),  # the job runs in this venv
             )
             console.print(f"campaign {cid}: Ray Job {sid}")
-            follow(urls.dashboard_url, root, cid, sid, timeout=3600)
+            follow(urls.dashboard_url, root, cid, sid, timeout=JOB_WAIT_S)
         console.print(
             f"done in {time.perf_counter() - start:.0f} s. Files: "
             f"{output_dir(root, cid)}/  Ray dashboard: {urls.dashboard_url}  "
@@ -75,8 +91,8 @@ def serve_farm(
     settings_file: str = typer.Option(
         "", "--settings", help="Settings YAML (default: FARM_* env vars and defaults)."
     ),
-    dashboard_port: int = typer.Option(8265, help="Ray dashboard / Jobs API port (127.0.0.1)."),
-    api_port: int = typer.Option(8000, help="The farm's HTTP API port (127.0.0.1)."),
+    dashboard_port: int = DASHBOARD_PORT,
+    api_port: int = API_PORT,
 ) -> None:
     """Run the farm's Serve app on a local Ray until Ctrl-C (settings from env or YAML)."""
     from farm.local_farm import local_farm, serve_settings
@@ -100,7 +116,7 @@ def _demo_in_process(campaign, root: str, model_ref: str, limit: int) -> None:
     from farm.output.render import output_dir
     from farm.render.executors import LocalExecutor
 
-    options = JobOptions(concurrency=1)
+    options = JobOptions(concurrency=1)  # one model in this process: one variant at a time
     cid = campaign.campaign_id
     manifest = prepare_campaign(campaign, root)
     todo = manifest.pending(max_attempts=options.max_attempts).num_rows

@@ -84,21 +84,37 @@ def verify(
     raise typer.Exit(0 if result.matches else 1)
 
 
+# Unset options are left to the evaluation's own command line (model.training.eval.parser and
+# farm.evaluation), which owns their defaults; reading them here would load torch on every call.
 @app.command("eval")
 def eval_model(
-    preset: str = typer.Option("small", help="Model preset or checkpoint URL."),
-    limit: int = typer.Option(0, help="Only the first N of the 48 held-out triples (0 = all)."),
-    steps: int = typer.Option(20, help="Denoising steps."),
-    guidance: float = typer.Option(5.0, help="Classifier-free guidance scale (1 = off)."),
-    seconds: float = typer.Option(30.0, help="Length of the seam test video."),
+    preset: str | None = typer.Option(
+        None, help="Model preset or checkpoint URL (default: the evaluation's)."
+    ),
+    limit: int | None = typer.Option(
+        None, help="Only the first N of the 48 held-out triples (default: all)."
+    ),
+    steps: int | None = typer.Option(None, help="Denoising steps (default: the evaluation's)."),
+    guidance: float | None = typer.Option(
+        None, help="Classifier-free guidance scale, 1 = off (default: the evaluation's)."
+    ),
+    seconds: float | None = typer.Option(
+        None, help="Length of the seam test video (default: the evaluation's)."
+    ),
     seams: bool = typer.Option(True, help="Also measure seams of a long video and MP4 bytes."),
     out: str = typer.Option("", help="Write the full JSON report (every clip) here."),
 ) -> None:
     """Does the model follow prompts? Colour and motion accuracy per language, and seams."""
     from farm.evaluation import main as eval_main
 
-    argv = ["--model", preset, "--limit", str(limit), "--steps", str(steps)]
-    argv += ["--guidance", str(guidance), "--seconds", str(seconds)]
+    given = {
+        "--model": preset,
+        "--limit": limit,
+        "--steps": steps,
+        "--guidance": guidance,
+        "--seconds": seconds,
+    }
+    argv = [arg for flag, v in given.items() if v is not None for arg in (flag, str(v))]
     argv += [] if seams else ["--no-seams"]
     argv += ["--out", out] if out else []
     with errors("evaluation failed"):

@@ -16,7 +16,6 @@ variant row already carries its frame count and its model (`preset`) from the ex
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,9 +24,22 @@ import numpy as np
 
 from farm.output.media import Provenance, VideoOutputs, write_video_outputs
 from farm.output.overlay import render_overlay
+from farm.output.request import RenderRequest
 from farm.render.engine import VideoJob, render
 from farm.render.protocols import Executor
 from model.geometry import Geometry, geometry_of
+
+__all__ = [
+    "ADHOC",
+    "Copy",
+    "RenderOrder",
+    "RenderRequest",
+    "output_dir",
+    "render_video",
+    "request_order",
+    "variant_order",
+    "video_job",
+]
 
 ADHOC = "adhoc"  # the campaign id of videos rendered outside a campaign
 
@@ -69,26 +81,6 @@ class RenderOrder:
     campaign_id: str = ADHOC
     copy: Copy | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RenderRequest:
-    """`farm render`'s request: prompt, look, length and model, outside any campaign."""
-
-    prompt: str
-    negative_prompt: str = ""
-    seconds: float = 1.0
-    fps: int = 24
-    width: int = 256
-    height: int = 144
-    steps: int = 12
-    guidance: float = 4.0
-    seed: int = 0
-    preset: str = "small"
-
-    def video_id(self) -> str:
-        """Content hash of the request: the same request names the same file."""
-        return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
 
 
 class _Request(Protocol):

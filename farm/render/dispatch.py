@@ -130,7 +130,7 @@ def unpack_velocities(
 class Resender:
     """Runs calls on a pool whose replicas may die; a call lost with its replica is resent."""
 
-    def __init__(self, max_resends: int = 8, pool: str = "replica"):
+    def __init__(self, max_resends: int, pool: str = "replica"):
         self.max_resends = max_resends  # per run: more means the pool is failing, not a blip
         self.pool = pool  # names the pool in errors and logs
         self.resent = 0  # calls sent again after their replica died, over this life

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from farm.render.protocols import AdvancesWindows, Executor, RunsRounds, StepExecutor
 from farm.render.windows import WindowPlan
+from farm.settings import setting_default
 from model.generate import SAMPLERS, noise
 from model.geometry import Geometry, geometry_of
 from model.sampling import euler_step, flow_timesteps
@@ -66,6 +67,8 @@ class VideoJob(BaseModel):
         "`geometry_of`. No default: a job is always for one model."
     )
     prompt: str = Field(description="The prompt, used where no storyboard segment applies.")
+    # Frames, size, fps, steps and guidance default for direct engine use (tests, benchmarks):
+    # every render path passes its order's; the window layout defaults are the settings'.
     storyboard: tuple[Segment, ...] = Field((), description="Timed prompts (multi-shot).")
     negative_prompt: str = Field("", description="What guidance steers away from.")
     frames: int = Field(17, ge=1, description="Pixel frames, as the model's frame rule allows.")
@@ -77,11 +80,21 @@ class VideoJob(BaseModel):
     shift: float = Field(3.0, gt=0, description="Flow-matching timestep shift.")
     seed: int = Field(0, ge=0, description="Noise seed; the same seed gives the same video.")
     sampler: str = Field("euler", description="euler or heun (heun needs sync_every=1).")
-    window: int = Field(16, ge=1, description="Window length in latent frames.")
-    overlap: int = Field(4, ge=0, description="Overlap of consecutive windows (latent frames).")
+    window: int = Field(
+        setting_default("window"), ge=1, description="Window length in latent frames."
+    )
+    overlap: int = Field(
+        setting_default("overlap"),
+        ge=0,
+        description="Overlap of consecutive windows (latent frames).",
+    )
     ramp: str = Field("cosine", description="Blend ramp across overlaps: flat, linear, cosine.")
     sync_every: int = Field(1, ge=1, description="Steps each window takes between fusions.")
-    decode_chunk: int = Field(16, ge=1, description="Latent frames per parallel decode chunk.")
+    decode_chunk: int = Field(
+        setting_default("decode_chunk"),
+        ge=1,
+        description="Latent frames per parallel decode chunk.",
+    )
 
     @field_validator("geometry", mode="before")
     @classmethod

@@ -33,6 +33,8 @@ from farm.render.dispatch import (
 from farm.render.engine import Blender, WindowStep, blend
 from farm.render.halo import HaloLayout
 from farm.render.worker import ModelWorker
+from farm.settings import setting_default
+from model import VideoModel
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,13 @@ log = logging.getLogger(__name__)
 class LocalExecutor:
     """Runs window-steps in this process, batching them into forwards of <= max_batch."""
 
-    def __init__(self, model_ref="tiny", *, max_batch: int = 8, device: str = "cpu"):
+    def __init__(
+        self,
+        model_ref: str | VideoModel,
+        *,
+        max_batch: int = setting_default("renderer_max_batch"),
+        device: str = "cpu",
+    ):
         self.worker = ModelWorker(model_ref, max_batch=max_batch, device=device)
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -69,14 +77,14 @@ class RayExecutor:
 
     def __init__(
         self,
-        model_ref: str = "tiny",
+        model_ref: str,
         *,
         num_actors: int = 2,
         num_gpus: float = 0.0,
         num_cpus: float = 1.0,
-        max_batch: int = 8,
+        max_batch: int = setting_default("renderer_max_batch"),
         threads: int | None = 1,
-        max_resends: int = 8,
+        max_resends: int = setting_default("max_resends"),
         worker: type = ModelWorker,
     ):
         if num_actors < 1:

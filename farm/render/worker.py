@@ -21,6 +21,7 @@ import model
 from farm.render.dispatch import as_tensor, unpack_steps
 from farm.render.engine import WindowStep, advance_windows
 from farm.render.halo import HaloLayout, run_round, window_advancer
+from farm.settings import setting_default
 from model.text import TextCond
 
 
@@ -29,9 +30,9 @@ class ModelWorker:
 
     def __init__(
         self,
-        model_ref: str | model.VideoModel = "tiny",
+        model_ref: str | model.VideoModel,
         *,
-        max_batch: int = 8,
+        max_batch: int = setting_default("renderer_max_batch"),
         device: str = "cpu",
         threads: int | None = None,
         cache_size: int = 512,

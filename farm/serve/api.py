@@ -152,7 +152,11 @@ def _not_found(video_id: str) -> RequestError:
     return RequestError(404, "not_found", f"no video with id {video_id!r}", "video_id")
 
 
-@serve.deployment(name="Api", max_ongoing_requests=200, ray_actor_options={"num_cpus": 0})
+@serve.deployment(
+    name="Api",
+    max_ongoing_requests=200,
+    ray_actor_options={"num_cpus": setting_default("api_num_cpus")},
+)
 @serve.ingress(app)
 class Api:
     """HTTP ingress: validates requests and asks the Director; serves finished files."""
@@ -168,7 +172,7 @@ class Api:
         app_name: str = setting_default("app_name"),
         max_body_bytes: int = setting_default("max_body_bytes"),
         tokens: dict[str, str] | None = None,
-        allow_anonymous: bool = False,
+        allow_anonymous: bool = setting_default("allow_anonymous"),
         prompt_policy: dict[str, Any] | None = None,
         model: str = setting_default("model"),
     ):

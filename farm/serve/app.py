@@ -98,6 +98,7 @@ def farm_app(settings: Settings) -> Application:
         allow_anonymous=s.allow_anonymous,
         prompt_policy={k: v.model_dump() for k, v in s.prompt_policy.items()},
         max_body_bytes=s.max_body_bytes,
+        model=s.model,
     )
 
 

@@ -25,6 +25,7 @@ from farm.output.render import RenderOrder, render_video, request_order
 from farm.serve.executor import ServeExecutor
 from farm.serve.wire import CreateVideoRequest, Video, VideoError
 from farm.serve.wire import VideoStatus as Status
+from farm.settings import setting_default
 from model.geometry import Geometry, geometry_of
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,11 @@ class _Video:
     finished: asyncio.Event = field(default_factory=asyncio.Event)  # set once terminal
 
 
-@serve.deployment(name="Director", max_ongoing_requests=1000, ray_actor_options={"num_cpus": 1})
+@serve.deployment(
+    name="Director",
+    max_ongoing_requests=1000,
+    ray_actor_options={"num_cpus": setting_default("director_num_cpus")},
+)
 class Director:
     """Video lifecycle: create (idempotent by content), status, cancel; renders in background."""
 
@@ -63,11 +68,11 @@ class Director:
         renderer: Any,
         storage_root: str,
         *,
-        model: str = "tiny",
+        model: str = setting_default("model"),
         engine: dict[str, Any] | None = None,
-        max_videos: int = 8,
+        max_videos: int = setting_default("director_max_videos"),
         storage_options: dict[str, Any] | None = None,
-        max_resends: int = 8,
+        max_resends: int = setting_default("max_resends"),
     ):
         self.executor = ServeExecutor(renderer, max_resends=max_resends)
         self.root = storage_root

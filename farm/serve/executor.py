@@ -17,6 +17,7 @@ from torch import Tensor
 
 from farm.render.dispatch import Resender, as_tensor, pack_steps, unpack_velocities
 from farm.render.engine import WindowStep
+from farm.settings import setting_default
 
 
 class ServeExecutor:
@@ -28,7 +29,7 @@ class ServeExecutor:
         *,
         interactive: bool = True,
         priority: int = 0,
-        max_resends: int = 8,
+        max_resends: int = setting_default("max_resends"),
         timeout_s: float | None = 3600,
     ):
         self.renderer = renderer  # DeploymentHandle of a Renderer

@@ -33,6 +33,7 @@ from farm.render.dispatch import forward_rows, unpack_steps
 from farm.render.engine import WindowStep
 from farm.render.worker import ModelWorker
 from farm.serve.gate import PriorityGate, work_key
+from farm.settings import setting_default
 
 # (latent [C, T, H, W], starts, stops, ts, prompts, negatives, guidances): one video's step
 StepsRequest = tuple[np.ndarray, list, list, list, list, list, list]
@@ -54,8 +55,8 @@ def _forwards(steps: list[WindowStep], rows: int) -> list[list[WindowStep]]:
 
 @serve.deployment(
     name="Renderer",
-    max_ongoing_requests=32,
-    ray_actor_options={"num_cpus": 1},
+    max_ongoing_requests=setting_default("renderer_max_ongoing_requests"),
+    ray_actor_options={"num_cpus": setting_default("renderer_num_cpus")},
     health_check_period_s=5,
 )
 class Renderer:
@@ -63,17 +64,17 @@ class Renderer:
 
     def __init__(
         self,
-        model_ref: str = "tiny",
+        model_ref: str = setting_default("model"),
         *,
-        max_batch: int = 8,
-        batch_videos: int = 8,
-        batch_wait_s: float = 0.02,
+        max_batch: int = setting_default("renderer_max_batch"),
+        batch_videos: int = setting_default("renderer_batch_videos"),
+        batch_wait_s: float = setting_default("renderer_batch_wait_s"),
         device: str = "cpu",
-        threads: int | None = None,
+        threads: int | None = setting_default("renderer_threads"),
         max_consecutive_failures: int = 3,
         bulk_batch_videos: int | None = None,
         bulk_forward_rows: int | None = None,
-        interactive_threads: int = 1,
+        interactive_threads: int = setting_default("renderer_interactive_threads"),
     ):
         self.worker = ModelWorker(model_ref, max_batch=max_batch, device=device, threads=threads)
         # Interactive work first, then campaigns by priority; `interactive_threads` model

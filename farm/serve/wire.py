@@ -60,6 +60,7 @@ class VideoRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
 
+    # The HTTP API's defaults (a 4 s clip in 20 steps), not `farm render`'s (RenderRequest).
     prompt: str = Field(min_length=1, max_length=4000, description="What the video shows.")
     negative_prompt: str = Field("", max_length=4000, description="What guidance avoids.")
     seconds: float = Field(4.0, gt=0, le=120, description="Length in seconds.")
