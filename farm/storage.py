@@ -24,12 +24,17 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-try:  # s3fs lets some botocore errors (connection resets, timeouts) through untranslated
-    from botocore.exceptions import BotoCoreError as _BotoError
-except ImportError:  # pragma: no cover - botocore comes with s3fs
-    _BotoError = OSError
+__all__ = ["RETRY_WINDOW_S", "STORAGE_ERRORS", "StorageUnavailable", "retry"]
 
-__all__ = ["RETRY_WINDOW_S", "StorageUnavailable", "retry"]
+# What a storage call raises when storage fails: s3fs lets some botocore errors (connection
+# resets, timeouts) through untranslated.
+STORAGE_ERRORS: tuple[type[Exception], ...] = (OSError,)
+try:
+    from botocore.exceptions import BotoCoreError
+
+    STORAGE_ERRORS += (BotoCoreError,)
+except ImportError:  # pragma: no cover - botocore comes with s3fs
+    pass
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -67,7 +72,7 @@ def retry(
             return fn()
         except (*PERMANENT, StorageUnavailable):
             raise
-        except (OSError, _BotoError) as err:
+        except STORAGE_ERRORS as err:
             elapsed = time.monotonic() - start
             if attempt >= RETRY_MIN_ATTEMPTS and elapsed >= window:
                 raise error(

@@ -30,11 +30,7 @@ from farm.campaign.tables import FAILURE_CODES
 from farm.jobs.options import JobOptions
 from farm.output.render import output_dir, render_video, variant_order
 from farm.render.protocols import Executor
-
-try:  # raw botocore errors (connection lost mid-upload) are storage errors too
-    from botocore.exceptions import BotoCoreError as _BotoError
-except ImportError:  # pragma: no cover - botocore comes with s3fs
-    _BotoError = OSError
+from farm.storage import STORAGE_ERRORS
 
 # Failures a retry cannot fix: the same input fails the same way.
 _NOT_RETRIED = ("invalid_input", "policy_violation")
@@ -56,7 +52,7 @@ def failure_code(error: BaseException) -> str:
         return "oom"
     if isinstance(error, TimeoutError):
         return "timeout"
-    if isinstance(error, OSError | _BotoError):
+    if isinstance(error, STORAGE_ERRORS):  # raw botocore errors (lost mid-upload) too
         return "storage_error"
     return "model_error"
 

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
-from importlib import metadata as _pkg_metadata
+from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,8 @@ def sha256_bytes(data: bytes | bytearray | memoryview) -> str:
 
 def _software_version() -> str:
     try:
-        return _pkg_metadata.version("video-farm")
-    except _pkg_metadata.PackageNotFoundError:
+        return package_metadata.version("video-farm")
+    except package_metadata.PackageNotFoundError:
         return "0+unknown"
 
 

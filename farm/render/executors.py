@@ -241,6 +241,7 @@ class RayExecutor:
         """
         dead = getattr(error, "actor_id", None)
         for i, actor in enumerate(self.actors):
+            # An ActorHandle has no public id; Ray's own private _actor_id is what the error names.
             if actor._actor_id.hex() == dead or (dead is None and actor is suspect):
                 if dead is None:
                     ray.kill(actor)  # unknown state: make sure it does no more work
