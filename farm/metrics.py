@@ -22,7 +22,8 @@ own. On export Ray prefixes each name with `ray_`, counters get `_total` and his
                                                      rendering (every attempt, failed too)
     ray_farm_frames_rendered_total{campaign, preset} counter: frames of finished videos
     ray_farm_failures_total{campaign, reason}        counter: failed attempts by reason
-                                                     (farm.schemas.FAILURE_CODES, render_failed)
+                                                     (farm.campaign.tables.FAILURE_CODES,
+                                                     render_failed)
 
 `campaign` is the campaign id, or `adhoc` for videos made through `/v1/videos`; `size`
 is `WxH`. Recording never raises: a metric that cannot be recorded is logged and dropped,

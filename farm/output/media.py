@@ -303,7 +303,7 @@ def write_video_outputs(
 
     The sidecar goes last: its presence marks the output complete, and its sha256 pins the
     MP4 it describes. The sidecar's width/height are the encoded (even-padded) size.
-    With `watermark` (a video id), every frame carries `farm.watermark.payload_for(id)`;
+    With `watermark` (a video id), every frame carries `farm.output.watermark.payload_for(id)`;
     the encoded file is decoded and checked before anything is written, and the sidecar's
     `watermark` section records the payload, strength, PSNR and whether it verified.
     """

@@ -145,7 +145,7 @@ class ModelWorker:
         guidance: float,
         *received,
     ) -> list:
-        """One halo-exchange task (see farm.halo.run_round), then a token that it ran here.
+        """One halo-exchange task (see farm.render.halo.run_round), then a token that it ran here.
 
         The token is small, so whoever waits on a round can check it without fetching
         the latents.

@@ -4,7 +4,7 @@ Each clip shows one product (bottle, box, phone, shoe, cup, bag), drawn as soft-
 shapes with simple shading, in one of nine colours, doing one of eight motions (left,
 right, up, down, zoom in, zoom out, rotate, still) over a solid or gradient background,
 sometimes with a slow camera pan (the faint background pattern slides). Every clip comes
-with captions of the same content in six languages (`model.captions`).
+with captions of the same content in six languages (`caption`, below).
 
 Everything is deterministic: clip `i` of a stream with seed `s` is drawn from
 `numpy.random.default_rng([s, i])`, so any clip can be rebuilt from `(seed, index)`.

@@ -12,7 +12,7 @@ product's dominant colour and its motion, with no learned judge:
 - `motion_of`: centroid travel (left/right/up/down), else area change (zoom), else
   orientation change of the silhouette (rotate), else still.
 
-`tests/model/test_eval.py` checks that these analysers recover the truth on procedural
+`tests/model/training/test_eval.py` checks that these analysers recover the truth on procedural
 clips, which is what makes them a judge. Seams of long videos through the farm's window
 engine are measured by `farm.evaluation` (`farm eval`), which adds them to this report.
 
