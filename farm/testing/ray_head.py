@@ -42,6 +42,7 @@ class RayHead:
     dashboard_url: str  # Jobs API address
     gcs_address: str  # for ray.init(address=...)
     temp_dir: str
+    metrics_port: int  # the node's MetricsExportPort: Prometheus scrapes /metrics here
 
 
 def free_ports(n: int) -> list[int]:
@@ -106,7 +107,8 @@ def ray_head(num_cpus: int = 4, *, markers: tuple[str, ...] = ()) -> Iterator[Ra
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-        yield RayHead(address, f"127.0.0.1:{ports[0]}", temp_dir)
+        metrics_port = ports[_PORTS.index("metrics-export-port")]
+        yield RayHead(address, f"127.0.0.1:{ports[0]}", temp_dir, metrics_port)
     finally:
         with contextlib.suppress(Exception):  # let jobs end before their cluster does
             client = JobSubmissionClient(address)

@@ -1,8 +1,12 @@
-"""`farm demo` end to end: local Ray, the Serve app and a Ray Job render a campaign."""
+"""`farm demo` end to end: local Ray, the Serve app and a Ray Job render a campaign.
 
-import socket
+These start their own local Ray, as a user's `farm demo` and `farm serve` do, not the
+session's shared one (this process steps off it for the module).
+"""
+
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -11,12 +15,15 @@ from farm.campaign.manifest import Manifest
 from farm.campaign.spec import load_spec
 from farm.cli import app
 from farm.output.media import probe_mp4
+from farm.testing.ray_head import free_ports
+from tests.helpers.cluster import driver_detached
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module", autouse=True)
+def own_ray():
+    """`farm demo` runs `ray.init` in this process: not while it is a driver of another Ray."""
+    with driver_detached():
+        yield
 
 
 def test_demo_renders_every_variant_through_serve_and_a_job(tmp_path):
@@ -28,6 +35,7 @@ def test_demo_renders_every_variant_through_serve_and_a_job(tmp_path):
     path = tmp_path / "campaign.yaml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
     root = tmp_path / "farm-data"
+    dashboard_port, api_port = free_ports(2)
     args = [
         "demo",
         "--spec",
@@ -35,9 +43,9 @@ def test_demo_renders_every_variant_through_serve_and_a_job(tmp_path):
         "--root",
         str(root),
         "--dashboard-port",
-        str(free_port()),
+        str(dashboard_port),
         "--api-port",
-        str(free_port()),
+        str(api_port),
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -82,7 +90,8 @@ def test_campaigns_over_http(tmp_path):
 
     root = str(tmp_path / "farm-data")
     settings = demo_settings(root, "tiny")
-    with local_farm(settings, dashboard_port=free_port(), api_port=free_port()) as farm:
+    dashboard_port, api_port = free_ports(2)
+    with local_farm(settings, dashboard_port=dashboard_port, api_port=api_port) as farm:
         api = f"{farm.api_url}/v1/campaigns"
         r = requests.post(
             api,
@@ -126,7 +135,7 @@ def test_farm_serve_takes_its_settings_from_the_environment(tmp_path):
 
     import requests
 
-    api_port = free_port()
+    dashboard_port, api_port = free_ports(2)
     env = os.environ | {
         "FARM_MODEL": "tiny",
         "FARM_STORAGE_ROOT": str(tmp_path / "farm-data"),
@@ -135,7 +144,7 @@ def test_farm_serve_takes_its_settings_from_the_environment(tmp_path):
     }
     auth = {"Authorization": "Bearer demo-token"}
     farm_bin = str(Path(sys.executable).parent / "farm")
-    cmd = [farm_bin, "serve", "--dashboard-port", str(free_port()), "--api-port", str(api_port)]
+    cmd = [farm_bin, "serve", "--dashboard-port", str(dashboard_port), "--api-port", str(api_port)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{api_port}"
     try:

@@ -1,9 +1,11 @@
 """Every metric the Grafana dashboards query is one a live farm actually exports.
 
-A local Ray with a known metrics export port runs the Serve app; one video goes through
-HTTP (Api → Director → Renderer), a campaign job renders on the Renderer pool, and one
-variant fails for real. Then Ray's metrics endpoint is scraped, the way Prometheus does,
-and every metric name in a PromQL expression under dashboards/ must be in the scrape.
+The session's Ray (its head has a known metrics export port) runs the Serve app; one video
+goes through HTTP (Api → Director → Renderer), a campaign job renders on the Renderer
+pool, and one variant fails for real. Then Ray's metrics endpoint is scraped, the way
+Prometheus does, and every metric name in a PromQL expression under dashboards/ must be
+in the scrape. The farm's own metrics must come from this module's work: series that
+were not there, or had another value, before it began (other modules share the cluster).
 """
 
 from __future__ import annotations
@@ -12,17 +14,16 @@ import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import ray
 import requests
 import yaml
-from ray import serve
 
 from farm.campaign.manifest import Manifest
 from farm.campaign.spec import load_spec
@@ -32,10 +33,12 @@ from farm.jobs.loop import render_concurrently
 from farm.jobs.options import JobOptions
 from farm.render.executors import LocalExecutor
 from farm.serve.app import FarmAppArgs, build_app
+from tests.helpers.cluster import deployed
 from tests.helpers.paths import REPO
 
 DASHBOARDS = REPO / "dashboards"
 TOKEN = "metrics-test-token"
+APP = "metrics"  # this module's Serve app
 FARM_METRICS = {
     "ray_farm_variants_total",
     "ray_farm_campaign_variants",
@@ -66,12 +69,6 @@ _PROMQL_WORDS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _spec(name: str) -> dict:
     spec = yaml.safe_load((REPO / "examples/campaign.yaml").read_text(encoding="utf-8"))
     spec["name"] = name
@@ -81,8 +78,28 @@ def _spec(name: str) -> dict:
     return spec | {"durations": [0.5], "fps": 8, "steps": 2, "preset": "tiny"}
 
 
+@dataclass(frozen=True)
+class Scrape:
+    names: set[str]  # every metric name on the endpoint
+    fresh: set[str]  # names with a series this module's work added or changed
+
+
 def _names(text: str) -> set[str]:
     return {m.group(1) for m in re.finditer(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)", text, re.M)}
+
+
+def _series(text: str) -> dict[str, str]:
+    """Sample value by series (metric name and labels) of a Prometheus text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = value
+    return out
+
+
+def _fresh(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {_names(key).pop() for key, value in after.items() if before.get(key) != value}
 
 
 def promql_metric_names(expr: str) -> set[str]:
@@ -120,30 +137,23 @@ def dashboard_exprs() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def scrape(tmp_path_factory) -> set[str]:
-    """Metric names on Ray's metrics endpoint after a real video, campaign and failure."""
-    port = _free_port()
-    ray.init(
-        address="local",
-        num_cpus=4,
-        include_dashboard=False,
-        log_to_driver=False,
-        _metrics_export_port=port,
-    )
+def scrape(ray_cluster, serve_http, tmp_path_factory) -> Scrape:
+    """Ray's metrics endpoint after a real video, campaign and failure (see `Scrape`)."""
+    node = next(n for n in ray.nodes() if n["Alive"])
+    endpoint = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    assert node["MetricsExportPort"] == ray_cluster.metrics_port
+    before = _series(requests.get(endpoint, timeout=10).text)
     root = str(tmp_path_factory.mktemp("metrics") / "farm-data")
-    try:
-        http = _free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": http})
-        args = FarmAppArgs(
-            model="tiny",
-            storage_root=root,
-            renderer_max_replicas=1,
-            renderer_threads=1,
-            director_num_cpus=0,
-            tokens={hashlib.sha256(TOKEN.encode()).hexdigest(): "acme"},
-        )
-        serve.run(build_app(args), name="farm", route_prefix="/")
-        url, auth = f"http://127.0.0.1:{http}", {"Authorization": f"Bearer {TOKEN}"}
+    args = FarmAppArgs(
+        model="tiny",
+        storage_root=root,
+        renderer_max_replicas=1,
+        renderer_threads=1,
+        director_num_cpus=0,
+        tokens={hashlib.sha256(TOKEN.encode()).hexdigest(): "acme"},
+    )
+    with deployed(build_app(args), APP, "/", http=serve_http):
+        url, auth = serve_http, {"Authorization": f"Bearer {TOKEN}"}
 
         # An ad-hoc video over HTTP: Api, Director, Renderer, Serve's HTTP proxy.
         body = {"prompt": "a bottle", "size": "64x32", "seconds": 0.5, "fps": 8, "steps": 2}
@@ -166,30 +176,21 @@ def scrape(tmp_path_factory) -> set[str]:
         # are flushed every second: a finished job's gauges leave the endpoint soon after.
         cid = prepare_campaign(Campaign.of_spec(load_spec(_spec("metrics"))), root).campaign_id
         job = [sys.executable, "-m", "jobs.render_campaign", "--root", root]
-        job += ["--campaign-id", cid, "--serve-app", "farm", "--max-attempts", "1"]
-        env = os.environ | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+        job += ["--campaign-id", cid, "--serve-app", APP, "--max-attempts", "1"]
+        env = os.environ | {"RAY_ADDRESS": ray_cluster.gcs_address}
         env |= {"PYTHONPATH": str(REPO), "RAY_metrics_report_interval_ms": "1000"}
         done = subprocess.run(job, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
         assert Manifest.open(root, cid).progress().by_status["completed"] == 2
 
-        node = next(n for n in ray.nodes() if n["Alive"])
-        endpoint = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
-        assert node["MetricsExportPort"] == port
         deadline = time.monotonic() + 30
         while True:
-            names = _names(requests.get(endpoint, timeout=10).text)
-            serve_seen = any(n.startswith("ray_serve_num_http_requests") for n in names)
-            if names >= FARM_METRICS and serve_seen:
-                yield names
-                return
-            if time.monotonic() > deadline:
-                yield names  # the test names what is missing
-                return
+            text = requests.get(endpoint, timeout=10).text
+            fresh = _fresh(before, _series(text))
+            serve_seen = any(n.startswith("ray_serve_num_http_requests") for n in fresh)
+            if (fresh >= FARM_METRICS and serve_seen) or time.monotonic() > deadline:
+                return Scrape(_names(text), fresh)  # past the deadline: the test names the gap
             time.sleep(1)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 def test_promql_metric_names_parser():
@@ -200,11 +201,11 @@ def test_promql_metric_names_parser():
     assert promql_metric_names(expr) == {"ray_farm_render_seconds_bucket", "ray_up"}
 
 
-def test_the_farm_exports_its_metrics(scrape: set[str]):
-    assert scrape >= FARM_METRICS, sorted(FARM_METRICS - scrape)
+def test_the_farm_exports_its_metrics(scrape: Scrape):
+    assert scrape.fresh >= FARM_METRICS, sorted(FARM_METRICS - scrape.fresh)
 
 
-def test_every_dashboard_metric_is_exported(scrape: set[str]):
+def test_every_dashboard_metric_is_exported(scrape: Scrape):
     exprs = dashboard_exprs()
     assert len(exprs) >= 10, exprs
     used = {name: where for where, expr in exprs for name in promql_metric_names(expr)}
@@ -213,7 +214,7 @@ def test_every_dashboard_metric_is_exported(scrape: set[str]):
     reporter = Path(ray.__file__).parent / "dashboard/modules/reporter/reporter_agent.py"
     missing = []
     for name, where in sorted(used.items()):
-        if name in scrape:
+        if name in scrape.names:
             continue
         # No GPU on this node, so no sample: the name must be one Ray's node agent defines.
         defined = f'"{name.removeprefix("ray_")}"' in reporter.read_text(encoding="utf-8")

@@ -1,8 +1,7 @@
 """Campaigns as Ray Jobs on a real Ray head: submit, stop + resume, cancel, idempotent submit.
 
-The module starts its own head (`ray start --head --block`, every port picked free, its
-own temp dir), so it neither attaches to nor stops any other Ray instance on the machine;
-teardown ends the `--block` process, which takes its cluster down with it.
+Jobs go to the session's private head (`ray start --head`, every port picked free, its
+own temp dir: see tests/helpers/cluster.py) through its Jobs API.
 """
 
 from __future__ import annotations
@@ -30,7 +29,14 @@ from farm.jobs.inputs import load_campaign
 from farm.jobs.loop import render_concurrently
 from farm.jobs.options import JobOptions
 from farm.output.media import probe_mp4
-from farm.testing.ray_head import ray_head as private_ray_head
+from tests.helpers.campaigns import (
+    completed_events,
+    count,
+    statuses,
+    wait_until,
+    write_feed,
+    write_spec,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,67 +44,13 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
-    """A fresh Ray head with the Jobs API: yields (dashboard address, storage root)."""
-    root = str(tmp_path_factory.mktemp("jobs-root"))
-    with private_ray_head(num_cpus=4, markers=(root,)) as head:
-        yield head.dashboard_url, root
+def jobs(ray_cluster, tmp_path_factory):
+    """The session head's Jobs API and a storage root: yields (dashboard address, root)."""
+    return ray_cluster.dashboard_url, str(tmp_path_factory.mktemp("jobs-root"))
 
 
-PRODUCTS = ["cup", "jug", "mug", "pot"]
-LOCALES = {
-    "en-US": ("English", "Hi", "Buy", "{product} on a table"),
-    "de-DE": ("Deutsch", "Hallo", "Kaufen", "{product} auf dem Tisch"),
-}
-
-
-def write_spec(path: Path, name: str, products: int = 2, formats: int = 1) -> Path:
-    """A tiny campaign: products x 2 locales x formats, 64x64, 0.5 s at 8 fps, 2 steps."""
-    lines = [f"name: {name}", "brand: Acme", "products:"]
-    for p in PRODUCTS[:products]:
-        lines.append(f"  - {{id: {p}, name: Acme {p}, description: a small {p}}}")
-    lines.append("locales:")
-    for code, (language, headline, cta, prompt) in LOCALES.items():
-        lines.append(
-            f"  {code}: {{language: {language}, headline: {headline}, cta: {cta}, "
-            f'prompt: "{prompt}"}}'
-        )
-    lines.append("formats:")
-    for name_, aspect, w, h in [("square", "1:1", 64, 64), ("wide", "2:1", 128, 64)][:formats]:
-        lines.append(f'  - {{name: {name_}, aspect: "{aspect}", width: {w}, height: {h}}}')
-    lines += ["durations: [0.5]", "fps: 8", "preset: tiny", "steps: 2", "guidance: 1"]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def wait_until(predicate, timeout: float = 90.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def statuses(manifest: Manifest) -> dict[str, dict]:
-    return {r["variant_id"]: r for r in manifest.status().to_pylist()}
-
-
-def count(manifest: Manifest, status: str) -> int:
-    return manifest.progress().by_status[status]
-
-
-def completed_events(manifest: Manifest) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in manifest.events().to_pylist():
-        if r["status"] == "completed":
-            out[r["variant_id"]] = out.get(r["variant_id"], 0) + 1
-    return out
-
-
-def test_submit_wait_renders_every_variant_once(ray_head, tmp_path):
-    address, root = ray_head
+def test_submit_wait_renders_every_variant_once(jobs, tmp_path):
+    address, root = jobs
     spec = write_spec(tmp_path / "spec.yaml", "jobs-wait")
     args = ["--address", address, "--root", root]
     result = runner.invoke(app, ["campaign", "submit", str(spec), *args, "--wait"])
@@ -132,11 +84,9 @@ def test_submit_wait_renders_every_variant_once(ray_head, tmp_path):
     assert logs.exit_code == 0 and "[4/4]" in logs.output and "4 completed" in logs.output
 
 
-def test_a_feed_runs_as_a_job_like_a_spec(ray_head, tmp_path):
+def test_a_feed_runs_as_a_job_like_a_spec(jobs, tmp_path):
     """The CLI submits a CSV feed as it does a spec: one job renders every row."""
-    from tests.farm.jobs.test_loop import write_feed
-
-    address, root = ray_head
+    address, root = jobs
     feed = write_feed(tmp_path / "feed.csv")
     args = ["--address", address, "--root", root, "--preset", "tiny", "--wait"]
     result = runner.invoke(app, ["campaign", "submit", str(feed), *args])
@@ -152,8 +102,8 @@ def test_a_feed_runs_as_a_job_like_a_spec(ray_head, tmp_path):
     assert manifest.spec["name"] == "feed" and manifest.runs()[-1]["completed"] == 3
 
 
-def test_stopped_job_resumes_without_rerendering(ray_head, tmp_path):
-    address, root = ray_head
+def test_stopped_job_resumes_without_rerendering(jobs, tmp_path):
+    address, root = jobs
     spec = load_campaign(write_spec(tmp_path / "spec.yaml", "jobs-resume", products=4, formats=2))
     one = JobOptions(concurrency=1, actors=1)
     cid, sid = submit_campaign(spec, address=address, root=root, options=one)
@@ -183,8 +133,8 @@ def test_stopped_job_resumes_without_rerendering(ray_head, tmp_path):
     assert all(completed_events(manifest)[vid] == 1 for vid in before)
 
 
-def test_cancel_marks_the_rest_cancelled(ray_head, tmp_path):
-    address, root = ray_head
+def test_cancel_marks_the_rest_cancelled(jobs, tmp_path):
+    address, root = jobs
     spec = load_campaign(write_spec(tmp_path / "spec.yaml", "jobs-cancel", products=4, formats=2))
     one = JobOptions(concurrency=1, actors=1)
     cid, sid = submit_campaign(spec, address=address, root=root, options=one)

@@ -1,16 +1,14 @@
-"""Faults a campaign survives on a real local Ray + Serve: killed and sick Renderer replicas.
+"""Faults a campaign survives on the session's Ray + Serve: killed and sick Renderer replicas.
 
 Also (no cluster): a stale driver (older epoch) that keeps going after a resume changes
 nothing, and the Serve executor resends what a dead replica lost. Stopping a job mid-way
-and resuming it is in test_jobs; storage outages are in test_storage.
+and resuming it is in test_client; storage outages are in test_storage.
 """
 
 from __future__ import annotations
 
 import hashlib
-import socket
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,44 +25,23 @@ from farm.jobs.options import JobOptions
 from farm.output.media import probe_mp4
 from farm.serve.executor import ServeExecutor
 from farm.serve.renderer import Renderer
-from tests.farm.jobs.test_client import completed_events, statuses, wait_until, write_spec
+from tests.helpers.campaigns import completed_events, statuses, wait_until, write_spec
+from tests.helpers.cluster import deployed
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _init_ray() -> None:
-    for attempt in range(3):  # another test module may be starting Ray on the same ports
-        try:
-            ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-            return
-        except Exception:
-            if attempt == 2:
-                raise
-            time.sleep(2)
+POOL, SICK = "reliability-pool", "reliability-sick"  # Serve apps of this module
 
 
 @pytest.fixture(scope="module")
-def serve_pools():
-    """Two Renderer apps: `pool` (2 replicas) and `sick` (1 replica, unhealthy after 2)."""
-    _init_ray()
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
-        pool = Renderer.options(num_replicas=2, health_check_period_s=1).bind(
-            "tiny", threads=1, batch_wait_s=0.01
-        )
-        sick = Renderer.options(num_replicas=1, health_check_period_s=0.5).bind(
-            "tiny", threads=1, max_consecutive_failures=2
-        )
-        serve.run(pool, name="pool", route_prefix=None)
-        serve.run(sick, name="sick", route_prefix=None)
+def serve_pools(serve_http):
+    """Two Renderer apps: POOL (2 replicas) and SICK (1 replica, unhealthy after 2 failures)."""
+    pool = Renderer.options(num_replicas=2, health_check_period_s=1).bind(
+        "tiny", threads=1, batch_wait_s=0.01
+    )
+    sick = Renderer.options(num_replicas=1, health_check_period_s=0.5).bind(
+        "tiny", threads=1, max_consecutive_failures=2
+    )
+    with deployed(pool, POOL), deployed(sick, SICK):
         yield
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 def _replicas(app: str) -> list[dict]:
@@ -85,7 +62,7 @@ def test_killed_renderer_replicas_mid_campaign(serve_pools, tmp_path):
     root = str(tmp_path / "root")
     campaign = load_campaign(write_spec(tmp_path / "s.yaml", "kill", formats=2))
     manifest = prepare_campaign(campaign, root)
-    executor = ServeExecutor(serve.get_deployment_handle("Renderer", "pool"))
+    executor = ServeExecutor(serve.get_deployment_handle("Renderer", POOL))
     result: dict = {}
 
     def run() -> None:
@@ -96,9 +73,9 @@ def test_killed_renderer_replicas_mid_campaign(serve_pools, tmp_path):
     driver.start()
     completed = lambda n: lambda: manifest.progress().by_status["completed"] >= n
     wait_until(completed(1), timeout=60, what="a first completed variant")
-    killed = [_kill_one("pool")]
+    killed = [_kill_one(POOL)]
     wait_until(completed(4), timeout=60, what="half the campaign")
-    killed.append(_kill_one("pool"))
+    killed.append(_kill_one(POOL))
     driver.join(timeout=120)
     assert not driver.is_alive() and len(set(killed)) == 2
 
@@ -115,7 +92,7 @@ def test_killed_renderer_replicas_mid_campaign(serve_pools, tmp_path):
 
 
 def test_renderer_failing_k_model_calls_in_a_row_is_replaced(serve_pools):
-    handle = serve.get_deployment_handle("Renderer", "sick")
+    handle = serve.get_deployment_handle("Renderer", SICK)
     before = handle.stats.remote().result()["pid"]
     bad = np.zeros((3, 2, 8, 8), np.float32)  # 3 latent channels, not 4: the model rejects it
     for _ in range(2):

@@ -6,7 +6,6 @@ here the path itself, and the Director's files checked byte for byte against it.
 
 import dataclasses
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from farm.output.render import (
 )
 from farm.render.executors import LocalExecutor
 from model.geometry import geometry_of
+from tests.helpers.cluster import deployed
 
 TINY = geometry_of("tiny")
 
@@ -105,23 +105,11 @@ def test_progress_counts_every_step_and_can_stop_before_anything_is_written(exec
 # ---- the Director, on a real Serve app, writes what the render path writes ------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def farm(tmp_path_factory):
-    """Local Ray + Serve with the farm app (tiny model, one Renderer replica): (url, root)."""
-    import ray
-    from ray import serve
-
+def farm(serve_http, tmp_path_factory):
+    """The farm app at / on the session's Serve (tiny model, one Renderer replica): (url, root)."""
     from farm.serve.app import FarmAppArgs, build_app
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     root = tmp_path_factory.mktemp("serve")
     args = FarmAppArgs(
         model="tiny",
@@ -131,12 +119,8 @@ def farm(tmp_path_factory):
         director_num_cpus=0,
         allow_anonymous=True,
     )
-    try:
-        serve.run(build_app(args), name="farm", route_prefix="/")
-        yield f"http://127.0.0.1:{port}", root
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with deployed(build_app(args), "render", "/", http=serve_http):
+        yield serve_http, root
 
 
 @pytest.mark.slow

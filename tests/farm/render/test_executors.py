@@ -1,4 +1,4 @@
-"""RayExecutor on a real local Ray: same latents on any pool size, survives a killed actor."""
+"""RayExecutor on the session's Ray: same latents on any pool size, survives a killed actor."""
 
 import pytest
 import ray
@@ -24,19 +24,12 @@ JOB = VideoJob(
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def reference():
     return sample_latents(LocalExecutor("tiny"), JOB)
 
 
 @pytest.mark.parametrize("actors", [1, 2])
-def test_same_latents_on_one_or_two_actors(ray_local, reference, actors):
+def test_same_latents_on_one_or_two_actors(ray_cluster, reference, actors):
     ex = RayExecutor("tiny", num_actors=actors, max_batch=4)
     try:
         z = sample_latents(ex, JOB)
@@ -47,7 +40,7 @@ def test_same_latents_on_one_or_two_actors(ray_local, reference, actors):
     assert all(s["forwards"] > 0 for s in stats)  # every actor did work
 
 
-def test_killed_actor_mid_video_completes_identically(ray_local, reference):
+def test_killed_actor_mid_video_completes_identically(ray_cluster, reference):
     ex = RayExecutor("tiny", num_actors=2, max_batch=2)
     victim = ex.actors[0]
 
@@ -63,7 +56,7 @@ def test_killed_actor_mid_video_completes_identically(ray_local, reference):
     assert (z - reference).abs().max() <= 1e-4
 
 
-def test_parallel_chunked_decode_equals_full_decode(ray_local):
+def test_parallel_chunked_decode_equals_full_decode(ray_cluster):
     local = LocalExecutor("tiny")
     z = sample_latents(local, JOB)
     full = local.worker.model.decode(z)[0]
@@ -97,7 +90,7 @@ def peak_rss(seconds: int) -> tuple[float, torch.Tensor]:
         ex.close()
 
 
-def test_sixty_second_video_with_flat_replica_memory(ray_local):
+def test_sixty_second_video_with_flat_replica_memory(ray_cluster):
     short_rss, short = peak_rss(8)
     long_rss, long = peak_rss(60)
     assert long.shape == (1441, 64, 64, 3) and short.shape[0] == 193
@@ -107,7 +100,7 @@ def test_sixty_second_video_with_flat_replica_memory(ray_local):
     assert long_rss <= 1.5 * short_rss, (short_rss, long_rss)
 
 
-def test_sync_every_runs_windows_where_they_live(ray_local):
+def test_sync_every_runs_windows_where_they_live(ray_cluster):
     rare = JOB.model_copy(update={"sync_every": 3})
     expected = sample_latents(LocalExecutor("tiny"), rare)
     ex = RayExecutor("tiny", num_actors=2, max_batch=4)
@@ -122,7 +115,7 @@ def test_sync_every_runs_windows_where_they_live(ray_local):
     assert (z - expected).abs().max() <= 1e-4
 
 
-def test_the_driver_ships_the_noise_once_and_replicas_swap_only_overlaps(ray_local):
+def test_the_driver_ships_the_noise_once_and_replicas_swap_only_overlaps(ray_cluster):
     ex = RayExecutor("tiny", num_actors=2, max_batch=2)  # one guided window per group
     try:
         z = sample_latents(ex, JOB)

@@ -1,8 +1,7 @@
-"""The Serve app on a real local Ray: HTTP → Director → batched Renderer → MP4 on disk."""
+"""The Serve app on the session's Ray: HTTP → Director → batched Renderer → MP4 on disk."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +16,9 @@ from ray import serve
 from farm.output.media import probe_mp4
 from farm.serve.app import FarmAppArgs, build_app
 from model.geometry import geometry_of
+from tests.helpers.cluster import deployed
 
+APP = "app"  # this module's Serve app, at / (the routes are absolute)
 BASE = {"prompt": "a red bottle on a beach", "size": "64x32", "seconds": 0.5, "fps": 16}
 
 
@@ -27,18 +28,9 @@ class Farm:
     root: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def farm(tmp_path_factory) -> Farm:
-    """Local Ray + Serve with the farm app at / (one Renderer replica, tiny model)."""
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+def farm(serve_http, tmp_path_factory) -> Farm:
+    """The farm app at / (one Renderer replica, tiny model)."""
     root = tmp_path_factory.mktemp("serve")
     args = FarmAppArgs(
         model="tiny",
@@ -51,12 +43,8 @@ def farm(tmp_path_factory) -> Farm:
         max_seconds=20,
         max_steps=50,
     )
-    try:
-        serve.run(build_app(args), name="farm", route_prefix="/")
-        yield Farm(f"http://127.0.0.1:{port}", root)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with deployed(build_app(args), APP, "/", http=serve_http):
+        yield Farm(serve_http, root)
 
 
 def _create(url: str, **fields) -> dict:
@@ -75,7 +63,7 @@ def _wait(url: str, video_id: str, timeout_s: float = 60, until=("completed",)) 
         time.sleep(0.1)
 
 
-def _renderer_stats(app: str = "farm") -> dict:
+def _renderer_stats(app: str = APP) -> dict:
     return serve.get_deployment_handle("Renderer", app_name=app).stats.remote().result()
 
 
@@ -122,7 +110,7 @@ def test_two_videos_in_flight_share_forwards(farm: Farm):
 
 def test_interactive_steps_go_ahead_of_a_campaign_backlog(farm: Farm):
     """A user's step waits for at most the campaign batch running, never the backlog."""
-    handle = serve.get_deployment_handle("Renderer", app_name="farm")
+    handle = serve.get_deployment_handle("Renderer", app_name=APP)
     latent = np.random.default_rng(0).standard_normal((4, 8, 32, 32), dtype=np.float32)
     windows = ([0, 4], [4, 8])  # two guided windows per request
 
@@ -183,13 +171,13 @@ def test_killed_renderer_replica_mid_video_completes(farm: Farm):
     replicas = [
         a
         for a in ray.util.list_named_actors(all_namespaces=True)
-        if a["name"].startswith("SERVE_REPLICA::farm#Renderer")
+        if a["name"].startswith(f"SERVE_REPLICA::{APP}#Renderer")
     ]
     assert len(replicas) == 1, replicas
     ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]))
     video = _wait(farm.url, created["id"], timeout_s=120)
     assert video["status"] == "completed", video
-    director = serve.get_deployment_handle("Director", app_name="farm")
+    director = serve.get_deployment_handle("Director", app_name=APP)
     assert director.stats.remote().result()["videos"]["completed"] >= 1
 
 
@@ -254,14 +242,11 @@ def test_renderer_scales_up_from_zero(farm: Farm):
         director_num_cpus=0,
         allow_anonymous=True,
     )
-    serve.run(build_app(args), name="zero", route_prefix="/zero")
-    try:
-        states = serve.status().applications["zero"].deployments["Renderer"].replica_states
+    with deployed(build_app(args), "app-zero", "/zero", http=farm.url):
+        states = serve.status().applications["app-zero"].deployments["Renderer"].replica_states
         assert states.get("RUNNING", 0) == 0, states
         created = _create(f"{farm.url}/zero", steps=2, seed=5)
         video = _wait(f"{farm.url}/zero", created["id"], timeout_s=120)
         assert video["status"] == "completed", video
-        states = serve.status().applications["zero"].deployments["Renderer"].replica_states
+        states = serve.status().applications["app-zero"].deployments["Renderer"].replica_states
         assert states.get("RUNNING", 0) == 1, states
-    finally:
-        serve.delete("zero")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
 import requests
 import yaml
 from fastapi.routing import APIRoute
-from ray import serve
 from starlette.routing import Mount, Route
 
 from farm.campaign.spec import load_spec
@@ -31,6 +28,7 @@ from farm.serve.app import FarmAppArgs, build_app
 from farm.serve.auth import PUBLIC_PATHS
 from farm.serve.campaigns import tenant_root
 from farm.settings import hash_token
+from tests.helpers.cluster import deployed
 from tests.helpers.inprocess import AsgiClient
 from tests.helpers.paths import EXAMPLE_SPEC
 
@@ -40,12 +38,6 @@ ACME = {"Authorization": "Bearer acme-token"}
 GLOBEX = {"Authorization": "Bearer globex-token"}
 VIDEO = {"prompt": "a red bottle on a beach", "size": "64x32", "seconds": 0.5, "fps": 16}
 DOCS = ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _files(top: Path) -> set[str]:
@@ -180,18 +172,8 @@ class Farm:
 
 
 @pytest.fixture(scope="module")
-def farm(tmp_path_factory) -> Iterator[Farm]:
-    """Local Ray + Serve: the farm app with two tenants' tokens and no anonymous access."""
-    for attempt in range(3):  # another test module's Ray may hold a port for a moment
-        try:
-            ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-            break
-        except Exception:
-            if attempt == 2:
-                raise
-            time.sleep(5)
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+def farm(serve_http, tmp_path_factory) -> Iterator[Farm]:
+    """The farm app at / on the session's Serve: two tenants' tokens, no anonymous access."""
     root = tmp_path_factory.mktemp("auth-serve") / "root"
     args = FarmAppArgs(
         model="tiny",
@@ -203,12 +185,8 @@ def farm(tmp_path_factory) -> Iterator[Farm]:
         max_steps=4,
         jobs_address="http://127.0.0.1:9",
     )
-    try:
-        serve.run(build_app(args), name="farm", route_prefix="/")
-        yield Farm(f"http://127.0.0.1:{port}", root)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with deployed(build_app(args), "auth", "/", http=serve_http):
+        yield Farm(serve_http, root)
 
 
 def test_over_http_every_documented_route_needs_a_token(farm: Farm):

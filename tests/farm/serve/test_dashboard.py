@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import playwright.sync_api as playwright_api
 import pytest
-import ray
 import requests
 import yaml
-from ray import serve
 
 from farm.campaign.manifest import Manifest
 from farm.campaign.spec import load_spec
@@ -29,6 +26,7 @@ from farm.jobs.options import JobOptions
 from farm.render.executors import LocalExecutor
 from farm.serve.app import FarmAppArgs, build_app
 from farm.serve.campaigns import tenant_root
+from tests.helpers.cluster import deployed
 from tests.helpers.paths import REPO
 
 TOKEN, OTHER = "acme-dashboard-token", "globex-dashboard-token"
@@ -39,12 +37,6 @@ class Farm:
     url: str
     manifest: Manifest
     campaign_id: str
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _spec() -> dict:
@@ -60,7 +52,7 @@ def _spec() -> dict:
 
 
 @pytest.fixture(scope="module")
-def farm(tmp_path_factory) -> Farm:
+def farm(serve_http, tmp_path_factory) -> Farm:
     """The Serve app (tokens for tenants acme and globex) and a finished acme campaign."""
     root = str(tmp_path_factory.mktemp("dashboard") / "farm-data")
     manifest = prepare_campaign(Campaign.of_spec(load_spec(_spec())), tenant_root(root, "acme"))
@@ -72,9 +64,6 @@ def farm(tmp_path_factory) -> Farm:
     done = render_concurrently(manifest, executor, base, once)
     assert (failed.failed, done.completed) == (1, 3)
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     tokens = {
         hashlib.sha256(t.encode()).hexdigest(): n for t, n in [(TOKEN, "acme"), (OTHER, "globex")]
     }
@@ -86,12 +75,9 @@ def farm(tmp_path_factory) -> Farm:
         director_num_cpus=0,
         tokens=tokens,
     )
-    try:
-        serve.run(build_app(args), name="farm", route_prefix="/")
-        yield Farm(f"http://127.0.0.1:{port}", manifest, manifest.campaign_id)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    # At /: the page's links and the media URLs are absolute.
+    with deployed(build_app(args), "dashboard", "/", http=serve_http):
+        yield Farm(serve_http, manifest, manifest.campaign_id)
 
 
 @pytest.fixture(scope="module")

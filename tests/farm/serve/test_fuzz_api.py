@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-import ray
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,6 +32,7 @@ from farm.serve.api import in_process
 from farm.serve.app import FarmAppArgs, build_app
 from farm.serve.wire import tenant_tag
 from farm.settings import hash_token
+from tests.helpers.cluster import deployed
 from tests.helpers.inprocess import AsgiClient
 from tests.helpers.paths import EXAMPLE_SPEC
 
@@ -100,12 +98,6 @@ ANY_JSON = st.recursive(
     ),
     max_leaves=12,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ref(schema: dict) -> dict:
@@ -241,16 +233,8 @@ def _request(path: str, method: str, op: dict) -> st.SearchStrategy[dict]:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory) -> Iterator[AsgiClient]:
+def client(serve_http, tmp_path_factory) -> Iterator[AsgiClient]:
     """The Api in process, on a real Serve Director + Renderer (tiny model, tiny limits)."""
-    for attempt in range(3):  # another test module's Ray may hold a port for a moment
-        try:
-            ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
-            break
-        except Exception:
-            if attempt == 2:
-                raise
-            time.sleep(5)
     root = tmp_path_factory.mktemp("fuzz") / "root"
     args = FarmAppArgs(
         model="tiny",
@@ -260,9 +244,7 @@ def client(tmp_path_factory) -> Iterator[AsgiClient]:
         director_num_cpus=0,
         director_max_videos=2,
     )
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
-        serve.run(build_app(args), name="fuzz", route_prefix="/fuzz")
+    with deployed(build_app(args), "fuzz", "/fuzz", http=serve_http):
         director = serve.get_deployment_handle("Director", app_name="fuzz")
         with in_process(
             director,
@@ -276,9 +258,6 @@ def client(tmp_path_factory) -> Iterator[AsgiClient]:
             c = AsgiClient(app)
             yield c
             c.close()
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 @pytest.mark.parametrize(
