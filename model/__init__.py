@@ -48,6 +48,7 @@ def __getattr__(name: str) -> Any:
         return value
     raise AttributeError(f"module 'model' has no attribute {name!r}")
 
+
 __all__ = [
     "PRESETS",
     "CheckpointError",

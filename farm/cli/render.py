@@ -24,7 +24,8 @@ def render(
     ),
     seconds: float = typer.Option(_DEFAULT["seconds"], help="Length in seconds."),
     size: str = typer.Option(
-        f"{_DEFAULT['width']}x{_DEFAULT['height']}", help="WIDTHxHEIGHT, multiples of 16."
+        f"{_DEFAULT['width']}x{_DEFAULT['height']}",
+        help="WIDTHxHEIGHT, each side a multiple of the model's pixel multiple.",
     ),
     fps: int = typer.Option(_DEFAULT["fps"], help="Frames per second."),
     steps: int = typer.Option(_DEFAULT["steps"], help="Denoising steps."),
