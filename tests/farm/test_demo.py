@@ -145,7 +145,16 @@ def test_farm_serve_takes_its_settings_from_the_environment(tmp_path):
     auth = {"Authorization": "Bearer demo-token"}
     farm_bin = str(Path(sys.executable).parent / "farm")
     cmd = [farm_bin, "serve", "--dashboard-port", str(dashboard_port), "--api-port", str(api_port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Ctrl-C as a terminal sends it, even where pytest itself runs with SIGINT ignored (a
+    # background job): the child then gets the default handler, and its own process group.
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        process_group=0,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     url = f"http://127.0.0.1:{api_port}"
     try:
         deadline = time.monotonic() + 120
@@ -170,5 +179,9 @@ def test_farm_serve_takes_its_settings_from_the_environment(tmp_path):
         assert (tmp_path / "farm-data" / "videos" / f"{video['id']}.mp4").exists()
     finally:
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=60)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # leave no farm behind to block the next Ray
+            raise
     assert code == 0  # Ctrl-C shuts the farm down cleanly
