@@ -33,6 +33,7 @@ from farm.jobs.client import cancel_requested
 from farm.jobs.loop import render_concurrently
 from farm.jobs.options import JobOptions
 from farm.render.protocols import Closeable
+from farm.serve.resources import Unschedulable
 
 
 def _executor(preset: str, actors: int, serve_app: str | None, priority: int = 0):
@@ -53,9 +54,13 @@ def _executor(preset: str, actors: int, serve_app: str | None, priority: int = 0
         except Exception as error:  # no such app, Serve not running: fall back to actors
             print(f"Serve app {serve_app!r} unavailable ({error}); using actors", flush=True)
     from farm.render.executors import RayExecutor
+    from farm.serve.resources import ActorGroup, check_fits, free_resources
 
+    # Ray would wait forever for actors it cannot place: the job would sit at 0/N.
+    pool = ActorGroup("the job's model actors", actors, 1.0, 0.0, "actors", "actor")
+    check_fits([pool], free_resources())
     print(f"rendering on {actors} actor(s) with preset {preset!r}", flush=True)
-    return RayExecutor(preset, num_actors=actors, num_cpus=1)
+    return RayExecutor(preset, num_actors=actors, num_cpus=pool.cpus)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, JobOptions]:
@@ -84,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     budget = FailureBudget.model_validate(spec.get("failure_budget") or {})
     priority = int(spec.get("priority") or 0)
-    executor = _executor(preset, options.actors, options.serve_app, priority)
+    try:
+        executor = _executor(preset, options.actors, options.serve_app, priority)
+    except Unschedulable as e:  # fail fast, naming what is short, instead of waiting
+        print(f"FAILED: cannot start the job's actors: {e}", flush=True)
+        return 2
     done = 0
     # metrics: the manifest's counts by status (throttled) and variants left to finish
     progress = metrics.CampaignProgressReporter(manifest)
