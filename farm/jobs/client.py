@@ -28,7 +28,6 @@ import json
 import os
 import posixpath
 import re
-import shlex
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ import fsspec
 
 from farm.campaign.manifest import Manifest, ManifestNotFound, Progress
 from farm.campaign.manifest_io import exclusive_write
+from farm.jobs.cluster import auth_headers, job_entrypoint
 from farm.jobs.inputs import Campaign
 from farm.jobs.loop import mark_cancelled
 from farm.jobs.options import JobOptions
@@ -165,7 +165,9 @@ def _client(address: Any):
 
     if isinstance(address, JobSubmissionClient):
         return address
-    return JobSubmissionClient(address)
+    # Send Ray's token when the cluster runs with token auth, whatever RAY_AUTH_MODE this
+    # process has (farm.jobs.cluster): `farm serve`'s Ray does, a fresh shell has it unset.
+    return JobSubmissionClient(address, headers=auth_headers(address))
 
 
 def submission_id(cid: str, run: int = 1) -> str:
@@ -184,18 +186,13 @@ def campaign_jobs(address: Any, cid: str) -> list[Any]:
     return [j for n, j in sorted((p for p in jobs if p[0] is not None), key=lambda p: p[0])]
 
 
-def _entrypoint(root: str, cid: str, options: JobOptions, python: str) -> str:
-    args = [python, "-m", "jobs.render_campaign", "--root", root, "--campaign-id", cid]
-    return shlex.join(args + options.argv())
-
-
 def _submit(
     address: Any,
     manifest: Manifest,
     root: str,
     options: JobOptions | None = None,
     *,
-    python: str = "python",
+    python: str | None = None,
     runtime_env: dict | None = None,
     agent_wait_s: float = 60.0,
 ) -> str:
@@ -218,7 +215,7 @@ def _submit(
     # would ship the code instead: runtime_env={"working_dir": ".", "excludes": [".venv",
     # "farm-data"], "env_vars": {...}} (uploaded by the client), or bake it into the image.
     env = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}} if runtime_env is None else runtime_env
-    entrypoint = _entrypoint(root, cid, options, python)
+    entrypoint = job_entrypoint(root, cid, options, python)
     deadline = time.monotonic() + agent_wait_s
     while True:
         try:
@@ -251,7 +248,8 @@ def submit_campaign(
 
     `campaign` was parsed and expanded where it came in (`farm.jobs.inputs`); it is not
     loaded again here. Returns (campaign_id, submission_id). `launch`: python (the
-    cluster's interpreter command), runtime_env, agent_wait_s.
+    cluster's interpreter command; default `farm.jobs.cluster.job_python`), runtime_env,
+    agent_wait_s.
     """
     root = _abs_root(root)
     client = _client(address)  # an unreachable cluster writes nothing

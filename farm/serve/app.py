@@ -93,6 +93,7 @@ def farm_app(settings: Settings) -> Application:
         limits=Limits.from_settings(s).model_dump(),
         storage_options=s.storage_options,
         jobs_address=s.jobs_address,
+        jobs_python=s.jobs_python,
         app_name=s.app_name,
         tokens=s.tokens,
         allow_anonymous=s.allow_anonymous,

@@ -68,6 +68,7 @@ def test_defaults():
         "max_resends": 8,
         "api_num_cpus": 0.0,
         "jobs_address": "http://127.0.0.1:8265",
+        "jobs_python": "",
         "app_name": "farm",
         "window": 16,
         "overlap": 4,

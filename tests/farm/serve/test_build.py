@@ -213,6 +213,7 @@ CHANGED: dict[str, Any] = {
     "max_resends": 1,
     "api_num_cpus": 1,
     "jobs_address": "http://head:8265",
+    "jobs_python": "/opt/farm/bin/python",
     "app_name": "ads",
     "window": 12,
     "overlap": 3,
