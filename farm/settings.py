@@ -28,6 +28,12 @@ the settings never hold a usable token. With no tokens the API serves nobody unl
 ``default``. Tenant names become storage path segments, so they are restricted to letters,
 digits, ``_`` and ``-``. ``prompt_policy`` maps a tenant (or ``"*"``, every tenant) to a
 `farm.policy.PromptPolicy` of blocked terms and patterns.
+
+Quotas: ``quotas`` maps a tenant (or ``"*"``, every tenant) to a `Quota`: how many videos
+and campaigns a tenant may have running, how many campaign variants queued, and how many
+GPU-seconds it may spend per UTC day. Fields merge per field: a tenant's own entry over
+``"*"`` over the `Quota` defaults (`quota_for`). The API answers a request over a quota
+with 429 ``quota_exceeded`` naming the limit (`farm.serve.quotas`).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -55,10 +61,12 @@ __all__ = [
     "ENV_PREFIX",
     "SETTINGS_FILE_ENV",
     "TENANT_NAME",
+    "Quota",
     "Settings",
     "SettingsFileError",
     "get_settings",
     "hash_token",
+    "quota_for",
     "reset_settings",
     "setting_default",
 ]
@@ -117,6 +125,41 @@ def _check_tenant(name: str) -> None:
             f"tenant name {name[:70]!r} must be 1-64 letters, digits, _ or -, starting with "
             "a letter or digit"
         )
+
+
+class Quota(BaseModel):
+    """What one tenant may hold at once and spend per day; None is unlimited."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_concurrent_videos: int | None = Field(
+        8, ge=0, description="Videos (POST /v1/videos) a tenant may have queued or rendering."
+    )
+    max_concurrent_campaigns: int | None = Field(
+        2, ge=0, description="Campaigns a tenant may have running (a live job, work left)."
+    )
+    max_queued_variants: int | None = Field(
+        10_000,
+        ge=0,
+        description="Variants a tenant may have waiting across its running campaigns, "
+        "counting the campaign being submitted.",
+    )
+    gpu_seconds_per_day: float | None = Field(
+        None,
+        gt=0,
+        description="Render seconds a tenant may spend per UTC day: its campaign variants' "
+        "gpu_seconds plus its videos' render time (None: unlimited).",
+    )
+
+
+def quota_for(quotas: dict[str, Quota], tenant: str) -> Quota:
+    """`tenant`'s quota: its own entry's fields over ``"*"``'s over the defaults."""
+    fields: dict[str, Any] = {}
+    for key in (ALL_TENANTS, tenant):
+        entry = quotas.get(key)
+        if entry is not None:
+            fields |= {name: getattr(entry, name) for name in entry.model_fields_set}
+    return Quota(**fields)
 
 
 def _d(text: str) -> Any:
@@ -222,12 +265,6 @@ class Settings(BaseSettings):
         min_length=1,
         description="Ray Jobs API where the API submits campaigns as Ray Jobs.",
     )
-    jobs_python: str = Field(
-        "",
-        description="Interpreter command that `farm campaign submit/resume` jobs run on the "
-        "Ray cluster (split like a shell line); empty: the CLI's own interpreter, right for a "
-        "Ray on this machine from this venv (farm serve, farm demo, ray start --head).",
-    )
     app_name: str = Field(
         "farm",
         min_length=1,
@@ -271,6 +308,13 @@ class Settings(BaseSettings):
         description="Tenant name (or '*' for every tenant) -> blocked_terms and "
         "blocked_patterns its prompts may not contain (see farm.policy).",
     )
+    quotas: dict[str, Quota] = Field(
+        default_factory=dict,
+        description="Tenant name (or '*' for every tenant) -> its Quota: "
+        "max_concurrent_videos, max_concurrent_campaigns, max_queued_variants, "
+        "gpu_seconds_per_day (None: unlimited). Fields merge per field: tenant over '*' "
+        "over the defaults (8, 2, 10000, unlimited).",
+    )
 
     # ---- validators -------------------------------------------------------------------------
     @field_validator("storage_root", "model", "jobs_address", "app_name")
@@ -311,12 +355,15 @@ class Settings(BaseSettings):
             out[key] = tenant.strip()
         return out
 
-    @field_validator("prompt_policy")
+    @field_validator("prompt_policy", "quotas")
     @classmethod
-    def _policy_tenants(cls, v: dict[str, PromptPolicy]) -> dict[str, PromptPolicy]:
+    def _per_tenant_keys(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         for tenant in v:
             if tenant != ALL_TENANTS:
-                _check_tenant(tenant)
+                try:
+                    _check_tenant(tenant)
+                except ValueError as e:
+                    raise ValueError(f"{info.field_name}: {e} (or '*' for every tenant)") from None
         return v
 
     @model_validator(mode="after")

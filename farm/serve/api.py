@@ -15,6 +15,8 @@ naming the size and the rule), to the deployment's limits (`Limits`: 422
 parsed) and prompts to the tenant's prompt policy (`farm.policy`: 422 ``policy_violation``
 naming the field) before any GPU time is spent. Ids from the URL are checked against their
 exact hex form before they touch a path; nothing from a request becomes a path unchecked.
+A tenant over one of its quotas gets a 429 ``quota_exceeded`` with Retry-After naming the
+limit, and a Director that does not answer in time a 503 ``busy`` (`farm.serve.quotas`).
 """
 
 # No `from __future__ import annotations`: FastAPI must see the endpoint annotations as
@@ -41,6 +43,14 @@ from farm.serve import campaigns
 from farm.serve.auth import Auth, authenticate, deployment
 from farm.serve.dashboard import router as dashboard_router
 from farm.serve.director import videos_dir
+from farm.serve.quotas import (
+    DIRECTOR_TIMEOUT_S,
+    bounded,
+    campaign_usage,
+    check_gpu_budget,
+    check_videos,
+    day_start,
+)
 from farm.serve.wire import (
     CreateVideoRequest,
     Limits,
@@ -49,7 +59,7 @@ from farm.serve.wire import (
     check_request_geometry,
     owns,
 )
-from farm.settings import setting_default
+from farm.settings import Quota, quota_for, setting_default
 from model.geometry import geometry_of
 
 log = logging.getLogger(__name__)
@@ -169,13 +179,13 @@ class Api:
         limits: dict[str, Any] | None = None,
         storage_options: dict[str, Any] | None = None,
         jobs_address: str = setting_default("jobs_address"),
-        jobs_python: str = setting_default("jobs_python"),
         app_name: str = setting_default("app_name"),
         max_body_bytes: int = setting_default("max_body_bytes"),
         tokens: dict[str, str] | None = None,
         allow_anonymous: bool = setting_default("allow_anonymous"),
         prompt_policy: dict[str, Any] | None = None,
         model: str = setting_default("model"),
+        quotas: dict[str, Any] | None = None,
     ):
         self.director = director  # DeploymentHandle of a Director
         self.root = storage_root
@@ -184,13 +194,13 @@ class Api:
         self.limits = Limits.model_validate(limits or {})
         self.storage_options = dict(storage_options or {})
         self.jobs_address = jobs_address  # Ray's Jobs API, where campaign jobs are submitted
-        self.jobs_python = jobs_python  # the jobs' interpreter ("": this replica's)
         self.app_name = app_name  # campaign jobs render on this app's Renderer pool
         self.max_body_bytes = max_body_bytes
         self.auth = Auth(dict(tokens or {}), allow_anonymous)  # read by farm.serve.auth
         self.policies = {
             k: PromptPolicy.model_validate(v) for k, v in (prompt_policy or {}).items()
         }
+        self.quotas = {k: Quota.model_validate(v) for k, v in (quotas or {}).items()}
 
     @app.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -205,8 +215,15 @@ class Api:
         self._check_policy(
             tenant, [("prompt", body.prompt), ("negative_prompt", body.negative_prompt)]
         )
+        quota = quota_for(self.quotas, tenant)
+        if quota.gpu_seconds_per_day is not None:
+            check_gpu_budget(quota, tenant, await self._gpu_seconds_today(tenant))
         request = CreateVideoRequest(**body.model_dump(), tenant=tenant)
-        return await self.director.create.remote(request.model_dump())
+        create = self.director.create.remote(request.model_dump(), quota.max_concurrent_videos)
+        video = await bounded(create, DIRECTOR_TIMEOUT_S, "creating the video")
+        if video.get("refused"):  # the Director counts and refuses in one step
+            check_videos(quota, tenant, video["unfinished"])
+        return video
 
     @app.get("/v1/videos/{video_id}")
     async def get(
@@ -229,7 +246,8 @@ class Api:
         """Cancel a queued or rendering video; returns its state."""
         if not self._mine(video_id, tenant):
             raise _not_found(video_id)
-        video = await self.director.cancel.remote(video_id)
+        cancel = self.director.cancel.remote(video_id)
+        video = await bounded(cancel, DIRECTOR_TIMEOUT_S, "cancelling the video")
         if video is None:
             raise _not_found(video_id)
         return video
@@ -263,6 +281,9 @@ class Api:
         if len(body) > self.max_body_bytes:
             raise BodyTooLarge(self.max_body_bytes)
         kind = request.headers.get("content-type", "")
+        quota = quota_for(self.quotas, tenant)
+        if quota.gpu_seconds_per_day is not None:
+            check_gpu_budget(quota, tenant, await self._gpu_seconds_today(tenant))
         return await asyncio.to_thread(
             campaigns.submit,
             body,
@@ -270,10 +291,10 @@ class Api:
             root=self.root,
             jobs_address=self.jobs_address,
             app=self.app_name,
-            python=self.jobs_python,
             tenant=tenant,
             limits=self.limits,
             policy=policy_for(self.policies, tenant),
+            quota=quota,
         )
 
     @app.get("/v1/campaigns")
@@ -312,10 +333,20 @@ class Api:
     async def _status(self, video_id: str, tenant: str, wait: float = 0) -> dict[str, Any]:
         if not self._mine(video_id, tenant):
             raise _not_found(video_id)
-        video = await self.director.status.remote(video_id, wait)
+        status = self.director.status.remote(video_id, wait)
+        video = await bounded(status, wait + DIRECTOR_TIMEOUT_S, "reading the video's state")
         if video is None:
             raise _not_found(video_id)
         return video
+
+    async def _gpu_seconds_today(self, tenant: str) -> float:
+        """What `tenant` spent since UTC midnight: campaign variants and videos (quotas)."""
+        since = day_start()
+        usage = self.director.usage.remote(tenant, since.timestamp())
+        videos = await bounded(usage, DIRECTOR_TIMEOUT_S, "counting the tenant's usage")
+        root = campaigns.tenant_root(self.root, tenant)
+        spent = await asyncio.to_thread(campaign_usage, root, None, gpu_seconds=True, now=since)
+        return videos["render_s"] + spent.gpu_seconds_today
 
     def _read(self, url: str) -> bytes:
         with fsspec.open(url, "rb", **self.storage_options) as f:

@@ -98,6 +98,8 @@ def farm_app(settings: Settings) -> Application:
         tokens=s.tokens,
         allow_anonymous=s.allow_anonymous,
         prompt_policy={k: v.model_dump() for k, v in s.prompt_policy.items()},
+        # Only the fields each entry sets: a tenant's entry merges over "*" field by field.
+        quotas={k: v.model_dump(exclude_unset=True) for k, v in s.quotas.items()},
         max_body_bytes=s.max_body_bytes,
         model=s.model,
     )

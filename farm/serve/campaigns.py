@@ -17,6 +17,10 @@ Prompt policy: a campaign is refused at submit (422 ``policy_violation``) when a
 variants' text would break the tenant's policy, with ``param`` naming the spec field the
 text comes from (``locales.en-US.prompt``) and the message naming the product. Refusing
 the whole campaign up front spends no GPU time and leaves no half-rendered campaign.
+
+Quotas: a campaign that would take the tenant past its max_concurrent_campaigns or
+max_queued_variants is refused at submit with a 429 ``quota_exceeded``
+(`farm.serve.quotas`), before its manifest is written; the Api checks the daily GPU budget.
 """
 
 from __future__ import annotations
@@ -32,12 +36,21 @@ import pyarrow.parquet as pq
 
 from farm.campaign.manifest import Manifest, ManifestNotFound
 from farm.campaign.spec import CampaignSpec, SpecError, fill, load_spec
-from farm.jobs.client import CampaignError, cancel_campaign, list_campaigns, submit_campaign
+from farm.jobs.client import (
+    TERMINAL_JOB,
+    CampaignError,
+    campaign_jobs,
+    cancel_campaign,
+    cancel_requested,
+    list_campaigns,
+    submit_campaign,
+)
 from farm.jobs.inputs import Campaign
 from farm.jobs.options import JobOptions
 from farm.policy import PolicyViolation, PromptPolicy
+from farm.serve.quotas import campaign_usage, check_campaign
 from farm.serve.wire import ANONYMOUS_TENANT, Limits, RequestError
-from farm.settings import TENANT_NAME
+from farm.settings import TENANT_NAME, Quota
 
 CAMPAIGN_ID = re.compile(r"[0-9a-f]{16}")  # with fullmatch: "$" would let a "\n" through
 # Product ids, format names and locale codes name variants and may name files: letters,
@@ -132,10 +145,10 @@ def submit(
     root: str,
     jobs_address: str,
     app: str,
-    python: str = "",
     tenant: str = ANONYMOUS_TENANT,
     limits: Limits | None = None,
     policy: PromptPolicy | None = None,
+    quota: Quota | None = None,
 ) -> dict:
     """Validate a spec (JSON or YAML body) and submit the tenant's job: {id, job_id}."""
     fmt = "json" if "json" in content_type else "yaml"
@@ -146,20 +159,39 @@ def submit(
         raise RequestError(422, "invalid_campaign", str(e), path) from None
     check_spec(spec, limits or Limits(), policy or PromptPolicy())
     campaign = Campaign.of_spec(spec)  # parsed once, here; the job client takes it typed
+    if quota is not None:
+        check_quota(quota, tenant, tenant_root(root, tenant), jobs_address, campaign)
     try:
         cid, sid = submit_campaign(
             campaign,
             address=jobs_address,
             root=tenant_root(root, tenant),
             options=JobOptions(serve_app=app),
-            # The jobs_python setting, else the replicas' own environment (the farm's).
-            python=python or shlex.quote(sys.executable),
+            python=shlex.quote(sys.executable),  # replicas run the farm's own environment
         )
     except CampaignError as e:
         raise RequestError(409, "conflict", str(e)) from None
     except (ConnectionError, OSError, RuntimeError) as e:
         raise RequestError(503, "jobs_unavailable", f"Ray Jobs API: {e}") from None
     return {"id": cid, "job_id": sid}
+
+
+def check_quota(
+    quota: Quota, tenant: str, base: str, jobs_address: str, campaign: Campaign
+) -> None:
+    """Refuse (429) a campaign past the tenant's running-campaign or queued-variant quota."""
+
+    def job_running(cid: str) -> bool:
+        try:
+            jobs = campaign_jobs(jobs_address, cid)
+        except (ConnectionError, OSError, RuntimeError) as e:
+            raise RequestError(503, "jobs_unavailable", f"Ray Jobs API: {e}") from None
+        return bool(jobs) and str(jobs[-1].status.value) not in TERMINAL_JOB
+
+    if quota.max_concurrent_campaigns is None and quota.max_queued_variants is None:
+        return
+    usage = campaign_usage(base, job_running, cancelled=lambda cid: cancel_requested(base, cid))
+    check_campaign(quota, tenant, usage, campaign.campaign_id, campaign.variants.num_rows)
 
 
 def progress(root: str, cid: str, tenant: str = ANONYMOUS_TENANT) -> dict[str, Any]:

@@ -5,15 +5,24 @@ each video's engine loop runs in a thread (`asyncio.to_thread`) through a `Serve
 on the Renderer pool, so the window-steps of all videos in flight meet in the Renderer's
 batches. Frames go to `{storage_root}/videos/{id}.mp4|jpg|json`. Status and progress live
 in memory; a video whose sidecar is already in storage counts as completed.
+
+Renders run on the Director's own thread pool, one thread per video slot: on the event
+loop's default pool they took every thread (it has cpu_count + 4, fewer than
+`max_videos` on a small machine), and `create`'s storage check then queued behind whole
+renders, so a POST hung for as long as a render took. `create` also enforces a tenant's
+concurrent-video quota in the same step that adds the video (`farm.serve.quotas`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +58,8 @@ class _Video:
     error: VideoError | None = None
     created_at: float = field(default_factory=time.time)
     completed_at: float | None = None
+    render_s: float = 0.0  # wall seconds its render held a slot (the daily GPU budget)
+    ended_at: float | None = None  # when its render ended, however it ended
     cancel: threading.Event = field(default_factory=threading.Event)
     task: asyncio.Task | None = None
     started: bool = False
@@ -82,14 +93,28 @@ class Director:
         self.storage_options = dict(storage_options or {})
         self.videos: dict[str, _Video] = {}
         self._slots = asyncio.Semaphore(max_videos)
+        # One thread per slot, apart from the loop's default pool (see the module docstring).
+        self._render_pool = ThreadPoolExecutor(max_videos, thread_name_prefix="render")
 
-    async def create(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Start rendering `request` (CreateVideoRequest fields); returns the video's state."""
+    async def create(
+        self, request: dict[str, Any], max_unfinished: int | None = None
+    ) -> dict[str, Any]:
+        """Start rendering `request` (CreateVideoRequest fields); returns the video's state.
+
+        With `max_unfinished`, a new video of a tenant that already has that many queued
+        or rendering is not started: the answer is ``{"refused": "max_concurrent_videos",
+        "unfinished": n}``. The count and the insert have no await between them, so
+        concurrent creates cannot overshoot. A request already known is answered as before.
+        """
         req = CreateVideoRequest.model_validate(request)
         video_id = req.video_id(self.model, self.engine)
         video = self.videos.get(video_id)
         if video is not None and video.status in ("queued", "in_progress", "completed"):
             return self._view(video)
+        if max_unfinished is not None:
+            unfinished = self._unfinished(req.tenant)
+            if unfinished >= max_unfinished:
+                return {"refused": "max_concurrent_videos", "unfinished": unfinished}
         video = _Video(video_id, req)
         self.videos[video_id] = video
         if await asyncio.to_thread(self._stored, video_id):
@@ -127,6 +152,22 @@ class Director:
                 video.task.cancel()
         return self._view(video)
 
+    async def usage(self, tenant: str, since: float = 0.0) -> dict[str, Any]:
+        """`tenant`'s videos unfinished now and the render seconds of those ended after `since`."""
+        spent = sum(
+            v.render_s
+            for v in self.videos.values()
+            if v.request.tenant == tenant and v.ended_at is not None and v.ended_at >= since
+        )
+        return {"unfinished": self._unfinished(tenant), "render_s": spent}
+
+    def _unfinished(self, tenant: str) -> int:
+        return sum(
+            1
+            for v in self.videos.values()
+            if v.request.tenant == tenant and v.status in ("queued", "in_progress")
+        )
+
     async def stats(self) -> dict[str, Any]:
         """Videos by status and calls resent after a Renderer replica died."""
         counts: dict[str, int] = {}
@@ -162,8 +203,10 @@ class Director:
                 video.status = "in_progress"
                 order = video_order(video.request, video.id, self.geometry)
                 t0 = time.perf_counter()  # metrics
+                render = functools.partial(contextvars.copy_context().run, self._render)
+                loop = asyncio.get_running_loop()
                 try:
-                    await asyncio.to_thread(self._render, video, order)
+                    await loop.run_in_executor(self._render_pool, render, video, order)
                 except Cancelled:
                     video.status = "cancelled"
                 except Exception as e:
@@ -178,6 +221,7 @@ class Director:
                 video.finished.set()
                 # metrics: render time, frames or failure; videos not yet finished
                 seconds = time.perf_counter() - t0
+                video.render_s, video.ended_at = seconds, time.time()
                 metrics.record_video(video.status, self.model, order, seconds)
                 metrics.record_unfinished(metrics.ADHOC, (v.status for v in self.videos.values()))
 

@@ -10,10 +10,12 @@ import pytest
 from pydantic import ValidationError
 
 from farm.settings import (
+    Quota,
     Settings,
     SettingsFileError,
     get_settings,
     hash_token,
+    quota_for,
     reset_settings,
     setting_default,
 )
@@ -83,6 +85,7 @@ def test_defaults():
         "tokens": {},
         "allow_anonymous": False,
         "prompt_policy": {},
+        "quotas": {},
     }
 
 
@@ -356,3 +359,17 @@ def test_prompt_policy_from_yaml_and_env(tmp_path, monkeypatch):
         Settings(prompt_policy={"acme": {"blocked_patterns": ["("]}})
     with pytest.raises(ValidationError, match="tenant name"):
         Settings(prompt_policy={"../etc": {}})
+
+
+def test_quotas_merge_per_field_and_name_the_bad_key(monkeypatch):
+    monkeypatch.setenv("FARM_QUOTAS", '{"*": {"gpu_seconds_per_day": 60}, "acme": {}}')
+    monkeypatch.setenv("FARM_QUOTAS__ACME__MAX_CONCURRENT_VIDEOS", "1")
+    quotas = Settings().quotas
+    acme, other = quota_for(quotas, "acme"), quota_for(quotas, "globex")
+    assert (acme.max_concurrent_videos, acme.gpu_seconds_per_day) == (1, 60)
+    assert (other.max_concurrent_videos, other.gpu_seconds_per_day) == (8, 60)
+    assert quota_for({}, "x") == Quota()
+    with pytest.raises(ValidationError, match=r"quotas\.acme\.max_queued_variants"):
+        Settings(quotas={"acme": {"max_queued_variants": -1}})
+    with pytest.raises(ValidationError, match=r"quotas: tenant name '\.\./etc'"):
+        Settings(quotas={"../etc": {}})

@@ -22,7 +22,7 @@ from ray.serve.scripts import convert_args_to_dict
 from farm.local_farm import demo_settings, local_app, serve_settings
 from farm.serve.app import FarmAppArgs, farm_app
 from farm.serve.wire import Limits
-from farm.settings import Settings, hash_token, reset_settings
+from farm.settings import Quota, Settings, hash_token, quota_for, reset_settings
 
 IMPORT_PATH = "farm.serve.app:build_app"
 JOBS = "http://127.0.0.1:8265"  # the Jobs API a local farm pins; serve run is told the same
@@ -228,6 +228,7 @@ CHANGED: dict[str, Any] = {
     "tokens": {hash_token("t"): "acme"},
     "allow_anonymous": True,
     "prompt_policy": {"*": {"blocked_terms": ["x"]}},
+    "quotas": {"*": {"max_concurrent_videos": 1}, "acme": {"gpu_seconds_per_day": 60}},
 }
 
 
@@ -236,6 +237,22 @@ def test_every_setting_reaches_the_app():
     base = describe(farm_app(Settings()))
     unread = [k for k, v in CHANGED.items() if describe(farm_app(Settings(**{k: v}))) == base]
     assert unread == []
+
+
+def test_quotas_reach_the_api_per_tenant_and_merge_field_by_field(
+    clean_env: pytest.MonkeyPatch,
+):
+    clean_env.setenv("FARM_QUOTAS", '{"*": {"max_concurrent_videos": 3}}')
+    args = '{"acme": {"max_concurrent_campaigns": 0}}'
+    api = describe(serve_run(f"quotas={args}"))["Api"]["kwargs"]
+    assert api["quotas"] == {
+        "*": {"max_concurrent_videos": 3},
+        "acme": {"max_concurrent_campaigns": 0},
+    }
+    quotas = {k: Quota.model_validate(v) for k, v in api["quotas"].items()}
+    acme = quota_for(quotas, "acme")
+    assert (acme.max_concurrent_videos, acme.max_concurrent_campaigns) == (3, 0)
+    assert acme.max_queued_variants == Quota().max_queued_variants
 
 
 def test_fairness_settings_reach_the_renderer(clean_env: pytest.MonkeyPatch):
