@@ -265,6 +265,12 @@ class Settings(BaseSettings):
         min_length=1,
         description="Ray Jobs API where the API submits campaigns as Ray Jobs.",
     )
+    jobs_python: str = Field(
+        "",
+        description="Interpreter command that `farm campaign submit/resume` jobs run on the "
+        "Ray cluster (split like a shell line); empty: the CLI's own interpreter, right for a "
+        "Ray on this machine from this venv (farm serve, farm demo, ray start --head).",
+    )
     app_name: str = Field(
         "farm",
         min_length=1,

@@ -179,6 +179,7 @@ class Api:
         limits: dict[str, Any] | None = None,
         storage_options: dict[str, Any] | None = None,
         jobs_address: str = setting_default("jobs_address"),
+        jobs_python: str = setting_default("jobs_python"),
         app_name: str = setting_default("app_name"),
         max_body_bytes: int = setting_default("max_body_bytes"),
         tokens: dict[str, str] | None = None,
@@ -194,6 +195,7 @@ class Api:
         self.limits = Limits.model_validate(limits or {})
         self.storage_options = dict(storage_options or {})
         self.jobs_address = jobs_address  # Ray's Jobs API, where campaign jobs are submitted
+        self.jobs_python = jobs_python  # the jobs' interpreter ("": this replica's)
         self.app_name = app_name  # campaign jobs render on this app's Renderer pool
         self.max_body_bytes = max_body_bytes
         self.auth = Auth(dict(tokens or {}), allow_anonymous)  # read by farm.serve.auth
@@ -291,6 +293,7 @@ class Api:
             root=self.root,
             jobs_address=self.jobs_address,
             app=self.app_name,
+            python=self.jobs_python,
             tenant=tenant,
             limits=self.limits,
             policy=policy_for(self.policies, tenant),

@@ -145,6 +145,7 @@ def submit(
     root: str,
     jobs_address: str,
     app: str,
+    python: str = "",
     tenant: str = ANONYMOUS_TENANT,
     limits: Limits | None = None,
     policy: PromptPolicy | None = None,
@@ -167,7 +168,8 @@ def submit(
             address=jobs_address,
             root=tenant_root(root, tenant),
             options=JobOptions(serve_app=app),
-            python=shlex.quote(sys.executable),  # replicas run the farm's own environment
+            # The jobs_python setting, else the replicas' own environment (the farm's).
+            python=python or shlex.quote(sys.executable),
         )
     except CampaignError as e:
         raise RequestError(409, "conflict", str(e)) from None
