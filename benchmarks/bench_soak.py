@@ -174,7 +174,7 @@ def run_campaign(address: str, root: str, spec: Path, args, faults: bool) -> dic
     final = wait_for(address, sid, timeout=args.timeout)
     seconds = time.perf_counter() - start
     done.set()
-    result = audit(Manifest.open(root, cid), campaign_logs(address, cid))
+    result = audit(Manifest.open(root, cid), campaign_logs(address, cid, root=root))
     return {
         **result,
         "final_job_status": final,

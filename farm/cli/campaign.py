@@ -209,11 +209,13 @@ def campaign_cancel(
 
 @campaign_app.command("logs")
 def campaign_logs_cmd(
-    campaign: str = typer.Argument(..., help="Campaign id."), address: str = ADDRESS
+    campaign: str = typer.Argument(..., help="Campaign id."),
+    address: str = ADDRESS,
+    root: str = ROOT,
 ) -> None:
     """The logs of the campaign's jobs (progress lines), oldest first."""
     from farm.jobs.client import campaign_logs
 
     with errors():
-        text = campaign_logs(address, campaign)
+        text = campaign_logs(address, campaign, root=root)
     typer.echo(text)

@@ -1,14 +1,20 @@
 """Campaigns as Ray Jobs, the client side: submit, resume, cancel, watch.
 
-One campaign job at a time per campaign. Its submission id is derived from the campaign id
-(itself a content hash of the spec): `campaign-{id}` for the first run, `campaign-{id}-r2`,
-`-r3`, ... for each resume. Submitting while a job of the campaign is PENDING or RUNNING
-returns that job instead of starting a second one (Ray refuses a duplicate submission id,
-which also settles two submits racing each other). Once the latest job has ended, a submit
-or resume with variants still pending starts the next `-rN`; the manifest decides what is
-pending, so a resumed job never re-renders a finished variant.
+One campaign job at a time per campaign and storage root. The campaign id is a content
+hash of the spec, so two tenants (two roots: `farm.serve.campaigns.tenant_root`) posting
+the same spec share it; the submission id therefore also names the root, by a short hash
+of its absolute form (`root_tag`): `campaign-{tag}-{id}` for the first run,
+`campaign-{tag}-{id}-r2`, `-r3`, ... for each resume. Every job lookup (submit, resume,
+cancel, status, logs) matches that tag and the root in the job's metadata, so a tenant
+never sees, joins or stops another's job. Submitting while a job of the campaign is
+PENDING or RUNNING returns that job instead of starting a second one (Ray refuses a
+duplicate submission id, which also settles two submits racing each other). Once the
+latest job has ended, a submit or resume with variants still pending starts the next
+`-rN`; the manifest decides what is pending, so a resumed job never re-renders a finished
+variant.
 
-Cancelling writes `{root}/campaigns/{id}/cancel.json` (exclusive create). The running job
+Cancelling writes `{root}/campaigns/{id}/cancel.json` (exclusive create; under the root,
+so per tenant). The running job
 checks it between variants, stops dispatching, lets the variants in flight finish and
 commits `cancelled` for every variant still pending. When no job is running, the canceller
 commits those events itself.
@@ -18,12 +24,17 @@ A job also stops dispatching when the campaign's failure budget is spent (the sp
 stay pending for a resume once the cause is fixed; the run record (`runs/{epoch}.json` in
 the manifest) says why it stopped, and the job exits non-zero, so Ray reports it FAILED.
 
+A campaign's state (`CampaignJobStatus.state`) joins the manifest with its latest job as
+the Jobs API reports it: a job that died (driver killed, node lost, failure budget) with
+variants left makes the campaign `stalled` and `resumable`, never "running".
+
 The job's own loop is `farm.jobs.loop`; its options (concurrency, retries) `JobOptions`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import posixpath
@@ -47,6 +58,8 @@ from farm.storage import retry
 __all__ = [
     "CampaignError",
     "CampaignJobStatus",
+    "JobState",
+    "RootJobs",
     "campaign_jobs",
     "campaign_logs",
     "campaign_status",
@@ -55,6 +68,8 @@ __all__ = [
     "list_campaigns",
     "prepare_campaign",
     "resume_campaign",
+    "root_jobs",
+    "root_tag",
     "submission_id",
     "submit_campaign",
     "wait_for",
@@ -98,6 +113,29 @@ def cancel_requested(root: str, cid: str) -> bool:
 
 
 @dataclass(frozen=True)
+class JobState:
+    """A campaign's latest Ray job as the Jobs API reports it.
+
+    `status`: PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED (Ray's words); NONE when the
+    campaign has no job on the cluster; UNKNOWN when the Jobs API could not be asked.
+    """
+
+    status: str
+    id: str | None = None  # submission id
+    message: str = ""  # Ray's message (why it failed), or why the API could not be asked
+
+    @property
+    def live(self) -> bool:
+        """Whether the job is queued or running (it will still commit events)."""
+        return self.status in ("PENDING", "RUNNING")
+
+    @classmethod
+    def of(cls, details: Any) -> JobState:
+        """From Ray's JobDetails."""
+        return cls(str(details.status.value), details.submission_id, details.message or "")
+
+
+@dataclass(frozen=True)
 class CampaignJobStatus:
     """A campaign's manifest progress, its cancel marker and (if asked) its latest job."""
 
@@ -109,29 +147,61 @@ class CampaignJobStatus:
     job: str | None = None  # latest submission id
     job_status: str | None = None
     last_run: dict[str, Any] | None = None  # the latest run record: counts, why it stopped
+    job_message: str = ""  # Ray's message about the latest job (why it failed)
+
+    @property
+    def state(self) -> str:
+        """The campaign as a person would say it, manifest and job together.
+
+        finished (nothing left), cancelled, queued / running / cancelling (a live job),
+        stalled (work left and no live job: it died, was stopped, or never started), or
+        unknown (work left and the Jobs API was not asked or not reachable).
+        """
+        if not self.pending:
+            return "cancelled" if self.cancel_requested else "finished"
+        if self.job_status in ("PENDING", "RUNNING"):
+            if self.cancel_requested:
+                return "cancelling"
+            return "queued" if self.job_status == "PENDING" else "running"
+        if self.job_status in (None, "UNKNOWN"):
+            return "unknown"
+        return "stalled"
+
+    @property
+    def resumable(self) -> bool:
+        """Whether `resume_campaign` would start a job for variants left undone."""
+        return self.state == "stalled" and not self.cancel_requested
 
 
 def campaign_status(
-    root: str, cid: str, address: Any = None, *, max_attempts: int | None = None
+    root: str,
+    cid: str,
+    address: Any = None,
+    *,
+    max_attempts: int | None = None,
+    manifest: Manifest | None = None,
+    job: JobState | None = None,
 ) -> CampaignJobStatus:
-    """Progress of a campaign from its manifest; with `address`, its latest job too."""
+    """Progress of a campaign from its manifest; with `address` (or `job`), its latest job.
+
+    The Jobs API failing does not fail the status: the job is then UNKNOWN, with why.
+    """
     max_attempts = max_attempts or JobOptions().max_attempts
-    manifest = Manifest.open(root, cid)
-    job = status = None
+    root = _abs_root(root)
+    manifest = manifest or Manifest.open(root, cid)
     runs = manifest.runs()
-    if address is not None:
-        jobs = campaign_jobs(address, cid)
-        if jobs:
-            job, status = jobs[-1].submission_id, str(jobs[-1].status.value)
+    if job is None and address is not None:
+        job = root_jobs(address, root).of(cid)
     return CampaignJobStatus(
         campaign_id=cid,
         name=manifest.spec.get("name", cid),
         progress=manifest.progress(max_attempts=max_attempts),
         pending=manifest.pending(max_attempts=max_attempts).num_rows,
         cancel_requested=cancel_requested(root, cid),
-        job=job,
-        job_status=status,
+        job=job.id if job else None,
+        job_status=job.status if job else None,  # None: not asked
         last_run=runs[-1] if runs else None,
+        job_message=job.message if job else "",
     )
 
 
@@ -170,20 +240,59 @@ def _client(address: Any):
     return JobSubmissionClient(address, headers=auth_headers(address))
 
 
-def submission_id(cid: str, run: int = 1) -> str:
+def root_tag(root: str) -> str:
+    """A short hash of the storage root (absolute), naming its jobs apart from other roots'."""
+    return hashlib.sha256(_abs_root(root).encode()).hexdigest()[:10]
+
+
+def submission_id(cid: str, run: int = 1, *, root: str) -> str:
     """The Ray Job submission id of a campaign's `run`-th job (1, then resumes 2, 3, ...)."""
-    return f"campaign-{cid}" if run <= 1 else f"campaign-{cid}-r{run}"
+    sid = f"campaign-{root_tag(root)}-{cid}"
+    return sid if run <= 1 else f"{sid}-r{run}"
 
 
-def _run_number(cid: str, sid: str | None) -> int | None:
-    m = re.fullmatch(rf"campaign-{re.escape(cid)}(?:-r(\d+))?", sid or "")
-    return None if m is None else int(m.group(1) or 1)
+_SUBMISSION = re.compile(r"campaign-([0-9a-f]{10})-([0-9a-f]+)(?:-r(\d+))?")
 
 
-def campaign_jobs(address: Any, cid: str) -> list[Any]:
-    """The campaign's Ray jobs (JobDetails), oldest run first."""
-    jobs = [(_run_number(cid, j.submission_id), j) for j in _client(address).list_jobs()]
-    return [j for n, j in sorted((p for p in jobs if p[0] is not None), key=lambda p: p[0])]
+def _jobs_of_root(address: Any, root: str) -> dict[str, list[tuple[int, Any]]]:
+    """{campaign id: [(run, JobDetails)]} of the root's campaign jobs on the cluster."""
+    root = _abs_root(root)
+    tag, out = root_tag(root), {}
+    for job in _client(address).list_jobs():
+        m = _SUBMISSION.fullmatch(job.submission_id or "")
+        # The tag narrows; the metadata decides (a 10-hex tag could collide, a root cannot).
+        if m is None or m.group(1) != tag or (job.metadata or {}).get("root") != root:
+            continue
+        out.setdefault(m.group(2), []).append((int(m.group(3) or 1), job))
+    return {cid: sorted(runs, key=lambda r: r[0]) for cid, runs in out.items()}
+
+
+def campaign_jobs(address: Any, cid: str, *, root: str) -> list[Any]:
+    """The campaign's Ray jobs under `root` (JobDetails), oldest run first."""
+    return [job for _, job in _jobs_of_root(address, root).get(cid, [])]
+
+
+@dataclass(frozen=True)
+class RootJobs:
+    """The latest job of each campaign under one root, from one Jobs API call."""
+
+    latest: dict[str, JobState]
+    error: str = ""  # why the Jobs API could not be asked: every campaign is then UNKNOWN
+
+    def of(self, cid: str) -> JobState:
+        """The campaign's latest job: NONE when it has none, UNKNOWN when nobody could say."""
+        if self.error:
+            return JobState("UNKNOWN", message=self.error)
+        return self.latest.get(cid, JobState("NONE"))
+
+
+def root_jobs(address: Any, root: str) -> RootJobs:
+    """The root's campaigns' latest jobs; never raises for the Jobs API (see `RootJobs`)."""
+    try:
+        jobs = _jobs_of_root(address, root)
+    except Exception as error:  # refused, auth, version skew: a status says it, never a 500
+        return RootJobs({}, f"Ray Jobs API: {error}")
+    return RootJobs({cid: JobState.of(runs[-1][1]) for cid, runs in jobs.items()})
 
 
 def _submit(
@@ -200,16 +309,16 @@ def _submit(
     options = options or JobOptions()
     client = _client(address)
     cid = manifest.campaign_id
-    jobs = campaign_jobs(client, cid)
+    runs = _jobs_of_root(client, root).get(cid, [])
     run = 1
-    if jobs:
-        latest = jobs[-1]
+    if runs:
+        latest = runs[-1][1]
         if str(latest.status.value) not in TERMINAL_JOB:
             return latest.submission_id  # already queued or running: the same job
         if not manifest.pending(max_attempts=options.max_attempts).num_rows:
             return latest.submission_id  # nothing left to render
-        run = _run_number(cid, latest.submission_id) + 1
-    sid = submission_id(cid, run)
+        run = runs[-1][0] + 1
+    sid = submission_id(cid, run, root=root)
     # The job runs the repo's code from the cluster's Python environment. On a local head
     # (and in the tests) that is this checkout, so PYTHONPATH is enough. A remote cluster
     # would ship the code instead: runtime_env={"working_dir": ".", "excludes": [".venv",
@@ -286,17 +395,17 @@ def cancel_campaign(
     with contextlib.suppress(FileExistsError):  # cancelled before: the first marker stays
         exclusive_write(fs, path, json.dumps(marker).encode())
     if address is not None:
-        jobs = campaign_jobs(address, cid)
+        jobs = campaign_jobs(address, cid, root=root)
         if jobs and str(jobs[-1].status.value) not in TERMINAL_JOB:
             return f"job {jobs[-1].submission_id} will stop and mark the rest cancelled"
     n = mark_cancelled(manifest, manifest.writer(worker="cancel"), max_attempts)
     return f"{n} pending variants marked cancelled"
 
 
-def campaign_logs(address: Any, cid: str) -> str:
-    """The logs of every job of the campaign, oldest first, each under a header line."""
+def campaign_logs(address: Any, cid: str, *, root: str) -> str:
+    """The logs of every job of the campaign under `root`, oldest first, each under a header."""
     client = _client(address)
-    jobs = campaign_jobs(client, cid)
+    jobs = campaign_jobs(client, cid, root=root)
     if not jobs:
         raise CampaignError(f"no jobs of campaign {cid} on this cluster")
     return "".join(

@@ -2,8 +2,9 @@
 
 POST /v1/videos → 201 video; GET /v1/videos/{id}; GET /v1/videos/{id}/content?variant=
 video|thumbnail; DELETE /v1/videos/{id} (cancel); POST /v1/campaigns (JSON or YAML spec)
-→ 201 {id, job_id}; GET /v1/campaigns; GET /v1/campaigns/{id} (progress, ETA);
-POST /v1/campaigns/{id}/cancel; GET /v1/campaigns/{id}/manifest (Parquet); GET /healthz.
+→ 201 {id, job_id}; GET /v1/campaigns; GET /v1/campaigns/{id} (progress, ETA, state and
+the latest job's); POST /v1/campaigns/{id}/cancel; POST /v1/campaigns/{id}/resume; GET
+/v1/campaigns/{id}/manifest (Parquet); GET /healthz.
 Every error is JSON {code, message, param?}: bad input is a 4xx naming the field, an
 unknown id a 404.
 
@@ -302,19 +303,34 @@ class Api:
 
     @app.get("/v1/campaigns")
     async def list_campaigns(self, tenant: str = Tenant) -> list[dict[str, Any]]:
-        """Every campaign of the tenant with its counts by status."""
-        return await asyncio.to_thread(campaigns.listing, self.root, tenant)
+        """Every campaign of the tenant with its counts by status, state and latest job."""
+        return await asyncio.to_thread(campaigns.listing, self.root, tenant, self.jobs_address)
 
     @app.get("/v1/campaigns/{campaign_id}")
     async def campaign(self, campaign_id: str, tenant: str = Tenant) -> dict[str, Any]:
-        """Progress by status × locale × format, throughput and ETA."""
-        return await asyncio.to_thread(campaigns.progress, self.root, campaign_id, tenant)
+        """Progress by status × locale × format, throughput, ETA, state and latest job."""
+        return await asyncio.to_thread(
+            campaigns.progress, self.root, campaign_id, tenant, self.jobs_address
+        )
 
     @app.post("/v1/campaigns/{campaign_id}/cancel")
     async def cancel_campaign(self, campaign_id: str, tenant: str = Tenant) -> dict[str, str]:
         """Stop dispatching; variants not finished end `cancelled`."""
         return await asyncio.to_thread(
             campaigns.cancel, self.root, campaign_id, self.jobs_address, tenant
+        )
+
+    @app.post("/v1/campaigns/{campaign_id}/resume")
+    async def resume_campaign(self, campaign_id: str, tenant: str = Tenant) -> dict[str, Any]:
+        """Start a job for the variants left (a stalled campaign); finished ones stay."""
+        return await asyncio.to_thread(
+            campaigns.resume,
+            self.root,
+            campaign_id,
+            self.jobs_address,
+            self.app_name,
+            tenant,
+            python=self.jobs_python,
         )
 
     @app.get("/v1/campaigns/{campaign_id}/manifest")

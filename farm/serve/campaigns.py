@@ -4,14 +4,17 @@ Submitting parses the body as YAML or JSON (`farm.campaign.spec.load_spec`) once
 the spec to the deployment's limits and the tenant's prompt policy, and hands the typed,
 expanded campaign (`farm.jobs.inputs.Campaign`) to `farm.jobs.client.submit_campaign`,
 which creates the manifest and submits the campaign job through Ray's Jobs API; reads
-come straight from the manifest on storage. Errors are `RequestError`s: 4xx naming the
-field, 404 for an unknown campaign, 503 when the Jobs API cannot be reached.
+come straight from the manifest on storage, joined with the campaign's latest job from
+the Jobs API (`state`, `job`, `resumable`: a job that died with work left is ``stalled``
+until resumed, never "running"). Errors are `RequestError`s: 4xx naming the field, 404 for
+an unknown campaign, 503 when the Jobs API cannot be reached for a submit or resume.
 
 Tenants: each tenant's campaigns live under its own storage root (`tenant_root`): the
 farm's root for tenant ``default`` (the local demo, the CLI), ``{root}/tenants/{name}``
 for the others. Campaign ids are content hashes of the spec, so two tenants submitting
-the same spec get two campaigns, and another tenant's campaign id is simply not found
-(404). Tenant names are checked path-safe in the settings and again here.
+the same spec get two campaigns, each with its own job (job ids and lookups name the
+storage root: `farm.jobs.client.submission_id`), and another tenant's campaign id is
+simply not found (404). Tenant names are checked path-safe in the settings and again here.
 
 Prompt policy: a campaign is refused at submit (422 ``policy_violation``) when any of its
 variants' text would break the tenant's policy, with ``param`` naming the spec field the
@@ -40,9 +43,12 @@ from farm.jobs.client import (
     TERMINAL_JOB,
     CampaignError,
     campaign_jobs,
+    campaign_status,
     cancel_campaign,
     cancel_requested,
     list_campaigns,
+    resume_campaign,
+    root_jobs,
     submit_campaign,
 )
 from farm.jobs.inputs import Campaign
@@ -185,7 +191,7 @@ def check_quota(
 
     def job_running(cid: str) -> bool:
         try:
-            jobs = campaign_jobs(jobs_address, cid)
+            jobs = campaign_jobs(jobs_address, cid, root=base)
         except (ConnectionError, OSError, RuntimeError) as e:
             raise RequestError(503, "jobs_unavailable", f"Ray Jobs API: {e}") from None
         return bool(jobs) and str(jobs[-1].status.value) not in TERMINAL_JOB
@@ -196,9 +202,19 @@ def check_quota(
     check_campaign(quota, tenant, usage, campaign.campaign_id, campaign.variants.num_rows)
 
 
-def progress(root: str, cid: str, tenant: str = ANONYMOUS_TENANT) -> dict[str, Any]:
-    """Counts by status and by status × locale × format, throughput and ETA."""
-    p = _open(tenant_root(root, tenant), cid).progress()
+def progress(
+    root: str, cid: str, tenant: str = ANONYMOUS_TENANT, jobs_address: str | None = None
+) -> dict[str, Any]:
+    """Counts by status and by status × locale × format, throughput, ETA and the job's state.
+
+    `state` and `job` join the manifest with the campaign's latest Ray job (see
+    `CampaignJobStatus.state`): a job that died with variants left is ``stalled`` and
+    ``resumable``, and then there is no ETA, since nothing is rendering.
+    """
+    base = tenant_root(root, tenant)
+    manifest = _open(base, cid)
+    st = campaign_status(base, cid, jobs_address, manifest=manifest)
+    p = st.progress
     return {
         "id": cid,
         "total": p.total,
@@ -206,13 +222,61 @@ def progress(root: str, cid: str, tenant: str = ANONYMOUS_TENANT) -> dict[str, A
         "groups": p.by_group.to_pylist(),
         "completed_gpu_s": p.completed_gpu_s,
         "throughput_per_s": p.throughput,
-        "eta_s": p.eta_s,
+        "eta_s": None if st.state == "stalled" else p.eta_s,
+        "pending": st.pending,  # variants a job would still render (retries included)
+        "state": st.state,
+        "resumable": st.resumable,
+        "cancel_requested": st.cancel_requested,
+        "job": _job(st.job, st.job_status, st.job_message),
     }
 
 
-def listing(root: str, tenant: str = ANONYMOUS_TENANT) -> list[dict[str, Any]]:
-    """Every campaign of the tenant with its counts."""
-    return list_campaigns(tenant_root(root, tenant))
+def _job(sid: str | None, status: str | None, message: str) -> dict[str, Any]:
+    """The wire form of a campaign's latest job: {id, status (lower case), message}."""
+    return {"id": sid, "status": (status or "unknown").lower(), "message": message}
+
+
+def listing(
+    root: str, tenant: str = ANONYMOUS_TENANT, jobs_address: str | None = None
+) -> list[dict[str, Any]]:
+    """Every campaign of the tenant with its counts, state and latest job (one Jobs API call)."""
+    base = tenant_root(root, tenant)
+    rows = list_campaigns(base)
+    if jobs_address is None or not rows:
+        return rows
+    jobs = root_jobs(jobs_address, base)
+    for row in rows:
+        st = campaign_status(base, row["campaign_id"], job=jobs.of(row["campaign_id"]))
+        row |= {"state": st.state, "resumable": st.resumable}
+        row["job"] = _job(st.job, st.job_status, st.job_message)
+    return rows
+
+
+def resume(
+    root: str,
+    cid: str,
+    jobs_address: str,
+    app: str,
+    tenant: str = ANONYMOUS_TENANT,
+    *,
+    python: str = "",
+) -> dict[str, Any]:
+    """Start the campaign's next job for the variants left (the running one if any)."""
+    base = tenant_root(root, tenant)
+    _open(base, cid)
+    try:
+        sid = resume_campaign(
+            cid,
+            address=jobs_address,
+            root=base,
+            options=JobOptions(serve_app=app),
+            python=python or shlex.quote(sys.executable),  # as submit
+        )
+    except CampaignError as e:
+        raise RequestError(409, "conflict", str(e)) from None
+    except (ConnectionError, OSError, RuntimeError) as e:
+        raise RequestError(503, "jobs_unavailable", f"Ray Jobs API: {e}") from None
+    return {"id": cid, "job_id": sid}
 
 
 def cancel(

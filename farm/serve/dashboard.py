@@ -15,7 +15,9 @@ else is an API route under the app-wide auth dependency, 401 JSON without a toke
     GET /dashboard/media/{campaign_id}/{variant_id}.jpg   poster (JPEG)
     GET /dashboard/media/{campaign_id}/{variant_id}.mp4   video (MP4; Range requests)
 
-The page reads progress from the Api's own `GET /v1/campaigns[/{id}]`. Ids from the URL
+The page reads progress, the campaign's state and its job's from the Api's own `GET
+/v1/campaigns[/{id}]`; a stalled campaign (its job died with work left) shows why and a
+Resume button (`POST /v1/campaigns/{id}/resume`). Ids from the URL
 are checked against their exact hex form and files are looked up under the tenant's
 storage root (`campaigns.tenant_root`), never from a path in the request or the manifest.
 """

@@ -101,6 +101,7 @@ def test_campaigns_over_http(tmp_path):
     import pyarrow.parquet as pq
     import requests
 
+    from farm.jobs.client import submission_id
     from farm.local_farm import demo_settings, local_farm
 
     root = str(tmp_path / "farm-data")
@@ -116,7 +117,7 @@ def test_campaigns_over_http(tmp_path):
         )
         assert r.status_code == 201, r.text
         cid = r.json()["id"]
-        assert r.json()["job_id"] == f"campaign-{cid}"
+        assert r.json()["job_id"] == submission_id(cid, root=root)
         deadline = time.monotonic() + 180
         while True:
             progress = requests.get(f"{api}/{cid}", timeout=30).json()

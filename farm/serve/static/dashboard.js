@@ -2,7 +2,8 @@
 //
 // /dashboard                     the tenant's campaigns (GET /v1/campaigns)
 // /dashboard/campaigns/{id}      progress by locale x format, throughput, ETA, failures,
-//                                thumbnails of finished variants that open the video
+//                                thumbnails of finished variants that open the video,
+//                                the campaign job's state, and Resume when it died
 //
 // Data comes from the Api as JSON; the browser sends the farm_token cookie with every
 // request. Text from the server is only ever set as textContent, never parsed as HTML.
@@ -35,8 +36,9 @@
     return node;
   }
 
-  async function getJSON(path) {
+  async function getJSON(path, method = "GET") {
     const response = await fetch(base + path, {
+      method,
       credentials: "same-origin",
       headers: { Accept: "application/json" },
     });
@@ -92,7 +94,7 @@
     const table = el(
       "table",
       { class: "grid-table", id: "campaigns" },
-      el("thead", {}, el("tr", {}, ["Campaign", "Variants", ...STATUSES, "Progress"].map((h) => el("th", { text: h.replace("_", " ") })))),
+      el("thead", {}, el("tr", {}, ["Campaign", "State", "Variants", ...STATUSES, "Progress"].map((h) => el("th", { text: h.replace("_", " ") })))),
       el(
         "tbody",
         {},
@@ -101,6 +103,7 @@
             "tr",
             { "data-campaign": row.campaign_id },
             el("td", {}, el("a", { href: `${base}/dashboard/campaigns/${encodeURIComponent(row.campaign_id)}`, text: row.name }), el("div", { class: "muted mono", text: row.campaign_id })),
+            el("td", { class: "state", "data-state": row.state || "", text: row.state || "" }),
             el("td", { class: "num", text: number(row.total) }),
             STATUSES.map((s) => el("td", { class: "num", "data-status": s, text: number(row[s]) })),
             el("td", {}, bar(row.completed || 0, row.failed || 0, row.total || 0)),
@@ -115,12 +118,15 @@
 
   function summary(progress) {
     const s = progress.by_status;
+    const stalled = progress.state === "stalled";
+    // With no live job, variants the manifest still has in progress are not rendering.
+    const label = (status) => (stalled && status === "in_progress" ? "interrupted" : status.replace("_", " "));
     const cards = STATUSES.map((status) =>
       el(
         "div",
         { class: `card status-${status}`, "data-status": status },
         el("div", { class: "card-value", "data-count": s[status] || 0, text: number(s[status]) }),
-        el("div", { class: "card-label", text: status.replace("_", " ") }),
+        el("div", { class: "card-label", text: label(status) }),
       ),
     );
     const perMin = (progress.throughput_per_s || 0) * 60;
@@ -130,7 +136,7 @@
       el("div", { class: "card", "data-status": "total" }, el("div", { class: "card-value", "data-count": progress.total, text: number(progress.total) }), el("div", { class: "card-label", text: "variants" })),
       cards,
       el("div", { class: "card", id: "throughput" }, el("div", { class: "card-value", text: number(perMin, 1) }), el("div", { class: "card-label", text: "variants / min" })),
-      el("div", { class: "card", id: "eta" }, el("div", { class: "card-value", text: duration(progress.eta_s) }), el("div", { class: "card-label", text: "ETA" })),
+      el("div", { class: "card", id: "eta" }, el("div", { class: "card-value", text: stalled ? "none: not running" : duration(progress.eta_s) }), el("div", { class: "card-label", text: "ETA" })),
       el("div", { class: "card", id: "gpu-seconds" }, el("div", { class: "card-value", text: number(progress.completed_gpu_s, 1) }), el("div", { class: "card-label", text: "GPU-seconds" })),
     );
   }
@@ -267,7 +273,40 @@
     );
   }
 
+  // The campaign job as the Jobs API reports it; a dead job with work left offers Resume.
+  function jobPanel(progress) {
+    const job = progress.job || { status: "unknown" };
+    const left = progress.pending || 0;
+    const line = job.id ? `Job ${job.id}: ${job.status}` : `Job: ${job.status}`;
+    const children = [el("p", { id: "job-status", "data-job-status": job.status, text: line })];
+    if (job.message && job.status !== "running") children.push(el("p", { class: "message", id: "job-message", text: job.message }));
+    if (progress.state === "stalled") {
+      children.unshift(el("h2", { text: `Stalled: ${number(left)} variants left and no job is rendering them` }));
+    }
+    if (progress.resumable) {
+      const button = el("button", {
+        type: "button",
+        id: "resume",
+        onclick: async () => {
+          button.disabled = true;
+          try {
+            await getJSON(`/v1/campaigns/${encodeURIComponent(campaign)}/resume`, "POST");
+            await campaignPage();
+          } catch (error) {
+            button.disabled = false;
+            showError(error);
+          }
+        },
+        text: "Resume",
+      });
+      children.push(button);
+    }
+    const alert = progress.state === "stalled";
+    return el("section", { id: "job", class: alert ? "job stalled" : "job", role: alert ? "alert" : null, "data-state": progress.state }, children);
+  }
+
   let lastThumbs = "";
+  let refresh = 0;
 
   async function campaignPage() {
     const id = encodeURIComponent(campaign);
@@ -276,22 +315,24 @@
       getJSON(`/dashboard/api/campaigns/${id}/variants`),
     ]);
     document.title = `${variants.name} · video farm`;
-    const pending = (progress.by_status.queued || 0) + (progress.by_status.in_progress || 0);
+    const live = ["queued", "running", "cancelling"].includes(progress.state);
     const heading = el(
       "div",
       { class: "heading" },
       el("h1", { text: variants.name }),
       el("span", { class: "muted mono", text: progress.id }),
-      // Nothing queued or rendering: finished, unless failed variants still have attempts left.
-      el("span", { class: pending ? "badge live" : "badge", id: "state", text: pending ? "running" : progress.eta_s === 0 ? "finished" : "stopped" }),
+      // The server's state: the manifest and the job together (a dead job is never "running").
+      el("span", { class: `badge state-${progress.state}${live ? " live" : ""}`, id: "state", text: progress.state }),
     );
     // Keep the thumbnail grid (and its loaded images) while the set of variants is the same.
     const key = variants.completed.map((v) => v.variant_id).join(",");
     const grid = key === lastThumbs && document.getElementById("finished") ? document.getElementById("finished") : thumbnails(variants);
     lastThumbs = key;
-    app.replaceChildren(heading, summary(progress), matrix(progress), failures(variants), grid);
+    app.replaceChildren(heading, jobPanel(progress), summary(progress), matrix(progress), failures(variants), grid);
     app.dataset.loaded = "true";
-    if (pending) setTimeout(() => campaignPage().catch(showError), REFRESH_MS);
+    clearTimeout(refresh);
+    // Stalled or unknown may change (a resume from the CLI, the Jobs API back): keep asking.
+    if (!["finished", "cancelled"].includes(progress.state)) refresh = setTimeout(() => campaignPage().catch(showError), REFRESH_MS);
   }
 
   document.getElementById("sign-out").addEventListener("click", () => {

@@ -22,6 +22,7 @@ from farm.jobs.client import (
     cancel_campaign,
     prepare_campaign,
     resume_campaign,
+    submission_id,
     submit_campaign,
     wait_for,
 )
@@ -56,7 +57,7 @@ def test_submit_wait_renders_every_variant_once(jobs, tmp_path):
     result = runner.invoke(app, ["campaign", "submit", str(spec), *args, "--wait"])
     assert result.exit_code == 0, result.output
     cid, sid = re.search(r"campaign (\w+): job (\S+)", result.output).groups()
-    assert sid == f"campaign-{cid}"
+    assert sid == submission_id(cid, root=root)
     manifest = Manifest.open(root, cid)
     rows = statuses(manifest)
     assert len(rows) == 4
@@ -69,8 +70,8 @@ def test_submit_wait_renders_every_variant_once(jobs, tmp_path):
         assert (info.frames, info.width, info.height) == (r["frames"], r["width"], r["height"])
     # Done: submitting again starts nothing new; the CLI reads it all back.
     again = submit_campaign(load_campaign(spec), address=address, root=root)
-    assert again == (cid, f"campaign-{cid}")
-    assert len(campaign_jobs(address, cid)) == 1
+    assert again == (cid, sid)
+    assert len(campaign_jobs(address, cid, root=root)) == 1
     status = runner.invoke(app, ["campaign", "status", cid, "--root", root, "--address", address])
     assert status.exit_code == 0, status.output
     assert "4 completed" in status.output and "SUCCEEDED" in status.output
@@ -80,7 +81,7 @@ def test_submit_wait_renders_every_variant_once(jobs, tmp_path):
     assert listing.exit_code == 0 and cid in listing.output
     show = runner.invoke(app, ["manifest", "show", cid, "--root", root, "-n", "2"])
     assert show.exit_code == 0 and "2 of 4 variants" in show.output
-    logs = runner.invoke(app, ["campaign", "logs", cid, "--address", address])
+    logs = runner.invoke(app, ["campaign", "logs", cid, "--address", address, "--root", root])
     assert logs.exit_code == 0 and "[4/4]" in logs.output and "4 completed" in logs.output
 
 
@@ -92,7 +93,7 @@ def test_a_feed_runs_as_a_job_like_a_spec(jobs, tmp_path):
     result = runner.invoke(app, ["campaign", "submit", str(feed), *args])
     assert result.exit_code == 0, result.output
     cid, sid = re.search(r"campaign (\w+): job (\S+)", result.output).groups()
-    assert (cid, sid) == (load_campaign(feed).campaign_id, f"campaign-{cid}")
+    assert (cid, sid) == (load_campaign(feed).campaign_id, submission_id(cid, root=root))
     manifest = Manifest.open(root, cid)
     rows = statuses(manifest)
     assert len(rows) == 3 and all(r["status"] == "completed" for r in rows.values())
@@ -107,7 +108,7 @@ def test_stopped_job_resumes_without_rerendering(jobs, tmp_path):
     spec = load_campaign(write_spec(tmp_path / "spec.yaml", "jobs-resume", products=4, formats=2))
     one = JobOptions(concurrency=1, actors=1)
     cid, sid = submit_campaign(spec, address=address, root=root, options=one)
-    assert sid == f"campaign-{cid}"
+    assert sid == submission_id(cid, root=root)
     manifest = Manifest.open(root, cid)
     wait_until(lambda: count(manifest, "completed") >= 1, what="a first completed variant")
     from ray.job_submission import JobSubmissionClient
@@ -122,7 +123,7 @@ def test_stopped_job_resumes_without_rerendering(jobs, tmp_path):
     assert 1 <= len(before) < 16, "the job must be stopped mid-way"
 
     sid2 = resume_campaign(cid, address=address, root=root, options=JobOptions(concurrency=2))
-    assert sid2 == f"campaign-{cid}-r2"
+    assert sid2 == submission_id(cid, 2, root=root) == f"{sid}-r2"
     assert resume_campaign(cid, address=address, root=root) == sid2  # still running: same
     assert wait_for(address, sid2, timeout=120) == "SUCCEEDED"
     rows = statuses(manifest)
@@ -271,3 +272,42 @@ def test_failure_budget_rate_waits_for_enough_finished_variants():
     assert budget.exceeded(failed=2, finished=8) is None  # 25% is within the budget
     assert "38% > failure_budget.max_failure_rate = 25%" in budget.exceeded(3, 8)
     assert FailureBudget().exceeded(failed=10, finished=10) is None  # 10 < min_finished
+
+
+# ---- job ids and campaign state (no cluster) -----------------------------------------------
+
+
+def test_submission_ids_are_per_storage_root(tmp_path, monkeypatch):
+    """Two tenants' roots, one campaign id: two job ids; one root however it is spelled."""
+    cid = "0123456789abcdef"
+    a, b = str(tmp_path / "farm-data"), str(tmp_path / "farm-data" / "tenants" / "globex")
+    assert submission_id(cid, root=a) != submission_id(cid, root=b)
+    monkeypatch.chdir(tmp_path)
+    assert submission_id(cid, root="farm-data") == submission_id(cid, root=a)
+    assert submission_id(cid, 3, root=a) == submission_id(cid, root=a) + "-r3"
+
+
+def test_campaign_state_joins_the_manifest_and_the_job(tmp_path):
+    """A dead job with work left is `stalled` and resumable, never `running`."""
+    from farm.jobs.client import JobState, campaign_status
+
+    root, manifest = _local_campaign(tmp_path, "state")
+    cid = manifest.campaign_id
+
+    def state(status: str | None) -> tuple[str, bool]:
+        job = None if status is None else JobState(status, "job", "why")
+        st = campaign_status(root, cid, job=job)
+        return st.state, st.resumable
+
+    assert state("RUNNING") == ("running", False)
+    assert state("PENDING") == ("queued", False)
+    assert state("FAILED") == ("stalled", True)
+    assert state("STOPPED") == ("stalled", True)
+    assert state("SUCCEEDED") == ("stalled", True)  # e.g. stopped by its failure budget
+    assert state("NONE") == ("stalled", True)  # never started
+    assert state("UNKNOWN") == ("unknown", False)  # the Jobs API could not be asked
+    assert state(None) == ("unknown", False)  # not asked
+    from farm.render.executors import LocalExecutor
+
+    render_concurrently(manifest, LocalExecutor("tiny"), root, JobOptions(concurrency=2))
+    assert state("FAILED") == ("finished", False)  # nothing left: the job's end is moot
