@@ -94,7 +94,11 @@ def serve_farm(
     dashboard_port: int = DASHBOARD_PORT,
     api_port: int = API_PORT,
 ) -> None:
-    """Run the farm's Serve app on a local Ray until Ctrl-C (settings from env or YAML)."""
+    """Run the farm's Serve app on a local Ray until Ctrl-C or SIGTERM (settings: env or YAML).
+
+    Settings whose actors this machine cannot hold (say renderer_min_replicas=2 on two
+    CPUs) are refused at start, naming the resource that is short: exit code 2.
+    """
     from farm.local_farm import local_farm, serve_settings
 
     with errors("cannot start the farm"), contextlib.suppress(KeyboardInterrupt):
@@ -102,9 +106,13 @@ def serve_farm(
         with local_farm(settings, dashboard_port=dashboard_port, api_port=api_port) as farm:
             console.print(
                 f"farm up: API {farm.api_url}/docs  campaign pages {farm.api_url}/dashboard  "
-                f"Ray dashboard {farm.dashboard_url}  (Ctrl-C stops them)"
+                f"Ray dashboard {farm.dashboard_url}  Ray logs {farm.session_dir}/logs  "
+                "(Ctrl-C or SIGTERM stops them)",
+                soft_wrap=True,  # one line, whatever the terminal's width: scripts read it
             )
-            while True:  # until Ctrl-C (also during start-up: the farm shuts down cleanly)
+            # Until Ctrl-C or SIGTERM (local_farm turns it into Ctrl-C), also during
+            # start-up: either way the farm shuts down cleanly and leaves no process.
+            while True:
                 time.sleep(3600)
 
 

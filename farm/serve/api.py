@@ -44,6 +44,7 @@ from farm.serve import campaigns
 from farm.serve.auth import Auth, authenticate, deployment
 from farm.serve.dashboard import router as dashboard_router
 from farm.serve.director import videos_dir
+from farm.serve.health import JobsHealth
 from farm.serve.quotas import (
     DIRECTOR_TIMEOUT_S,
     bounded,
@@ -196,6 +197,7 @@ class Api:
         self.limits = Limits.model_validate(limits or {})
         self.storage_options = dict(storage_options or {})
         self.jobs_address = jobs_address  # Ray's Jobs API, where campaign jobs are submitted
+        self.jobs_health = JobsHealth(jobs_address)  # for /healthz
         self.jobs_python = jobs_python  # the jobs' interpreter ("": this replica's)
         self.app_name = app_name  # campaign jobs render on this app's Renderer pool
         self.max_body_bytes = max_body_bytes
@@ -206,9 +208,16 @@ class Api:
         self.quotas = {k: Quota.model_validate(v) for k, v in (quotas or {}).items()}
 
     @app.get("/healthz")
-    async def healthz(self) -> dict[str, str]:
-        """Liveness of the ingress."""
-        return {"status": "ok"}
+    async def healthz(self) -> JSONResponse:
+        """Whether the farm takes work: 200 {status: ok, jobs: ok}, else 503 degraded.
+
+        ``jobs`` says whether Ray's Jobs API can take a campaign ("unavailable: <why>"
+        otherwise); the check is bounded and cached (`farm.serve.health`).
+        """
+        jobs = await self.jobs_health.check()
+        ok = jobs == "ok"
+        body = {"status": "ok" if ok else "degraded", "jobs": jobs}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.post("/v1/videos", status_code=201)
     async def create(self, body: VideoRequest, tenant: str = Tenant) -> dict[str, Any]:

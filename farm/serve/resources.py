@@ -10,6 +10,7 @@ grow (the local farm, a job's own pool); an autoscaling cluster adds nodes on de
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -82,9 +83,14 @@ def check_fits(groups: Sequence[ActorGroup], free: Mapping[str, float]) -> None:
             )
 
 
-def free_resources() -> dict[str, float]:
+def free_resources(wait_s: float = 10.0) -> dict[str, float]:
     """CPUs and GPUs free now on the Ray cluster this process is connected to."""
     import ray
 
+    # Right after ray.init the node's resources may not be reported yet: an empty view
+    # would read as "0 free" and refuse settings that fit.
+    deadline = time.monotonic() + wait_s
+    while not ray.cluster_resources() and time.monotonic() < deadline:
+        time.sleep(0.1)
     available = ray.available_resources()
     return {key: float(available.get(key, 0.0)) for key, _, _ in _RESOURCES}

@@ -190,7 +190,9 @@ def farm(serve_http, tmp_path_factory) -> Iterator[Farm]:
 
 
 def test_over_http_every_documented_route_needs_a_token(farm: Farm):
-    assert requests.get(f"{farm.url}/healthz", timeout=30).json() == {"status": "ok"}
+    health = requests.get(f"{farm.url}/healthz", timeout=30)  # public, and truthful:
+    assert health.status_code == 503, health.text  # no Jobs API at jobs_address
+    assert health.json()["status"] == "degraded" and "unavailable" in health.json()["jobs"]
     spec = requests.get(f"{farm.url}/openapi.json", timeout=30).json()
     assert requests.get(f"{farm.url}/docs", timeout=30).status_code == 200
     checked = 0
