@@ -28,13 +28,14 @@ from farm.settings import hash_token
 from tests.helpers.cluster import deployed
 from tests.helpers.paths import EXAMPLE_SPEC
 
-TENANTS = ["acme", "globex", "initech", "hooli", "loop"]
+TENANTS = ["acme", "globex", "initech", "hooli", "loop", "burst"]
 QUOTAS = {
     "*": {"max_concurrent_videos": 2},
     "globex": {"max_concurrent_videos": 1},
     "initech": {"max_concurrent_campaigns": 0},
     "hooli": {"gpu_seconds_per_day": 0.001},
     "acme": {"max_queued_variants": 5},
+    "burst": {"max_concurrent_videos": None},
 }
 # Long renders (the most steps the app allows), so videos stay unfinished while we look.
 SLOW = {"prompt": "a red bottle", "size": "64x32", "seconds": 2, "fps": 8, "steps": 100}
@@ -51,6 +52,9 @@ def url(serve_http, tmp_path_factory) -> Iterator[str]:
         renderer_max_replicas=1,
         renderer_threads=1,
         director_num_cpus=0,
+        # More render slots than the event loop's default thread pool has threads (at most
+        # 32): renders there left no thread for a create's storage check.
+        director_max_videos=40,
         tokens={hash_token(t): t for t in TENANTS},
         quotas=QUOTAS,
         jobs_address="http://127.0.0.1:9",  # nothing listens: quota refusals come first
@@ -180,3 +184,16 @@ def test_campaign_usage_counts_running_campaigns_queue_and_todays_gpu_seconds(tm
     assert usage.gpu_seconds_today == pytest.approx(7.5)  # every attempt today, not yesterday's
     assert campaign_usage(root, lambda c: False).running == []  # its job is over
     assert campaign_usage(root, lambda c: True, cancelled=lambda c: True).running == []
+
+
+def test_without_a_video_quota_a_post_never_waits_for_renders(url: str):
+    latencies = []
+    try:
+        for seed in range(40):
+            t0 = time.perf_counter()
+            assert post_video(url, "burst", seed).status_code == 201
+            latencies.append(time.perf_counter() - t0)
+    finally:
+        for video_id in _created.get("burst", []):
+            requests.delete(f"{url}/v1/videos/{video_id}", headers=_auth("burst"), timeout=30)
+    assert max(latencies) < 5, f"slowest POST took {max(latencies):.1f} s"
