@@ -85,6 +85,8 @@ def local_farm(settings: Settings, *, dashboard_port: int, api_port: int) -> Ite
             dashboard_port=dashboard_port,
             log_to_driver=False,
             _node_ip_address=LOOPBACK,
+            # Serve replicas bind one server to all interfaces: the hook moves it to loopback.
+            runtime_env={"worker_process_setup_hook": "farm.loopback.bind_replicas_to_loopback"},
         )
         sigterm.arm()  # after ray.init, which installs its own handler
         node = ray._private.worker.global_worker.node

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import requests
 import yaml
 
@@ -194,11 +193,6 @@ def _post_campaign(served: Served, name: str) -> tuple[requests.Response, float]
 # ---- the tests ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="GCS, raylet, agents, workers, replicas and the API are on loopback; three "
-    "short-lived listeners on [::] while a campaign job runs are still to be found",
-    strict=False,
-)
 def test_every_listening_socket_of_the_farm_is_on_loopback(tmp_path):
     with farm_serve(tmp_path, tuple(free_ports(2))) as served:
         r, _ = _post_campaign(served, "loopback")  # a job's driver listens too
