@@ -35,6 +35,8 @@ from farm.jobs.options import JobOptions
 from farm.render.protocols import Closeable
 from farm.serve.resources import Unschedulable
 
+SERVE_APP_WAIT_S = 20.0  # how long a job asks for its Serve app before using its own actors
+
 
 def _executor(preset: str, actors: int, serve_app: str | None, priority: int = 0):
     """The Serve app's Renderer if asked for and reachable, else a RayExecutor pool.
@@ -43,16 +45,25 @@ def _executor(preset: str, actors: int, serve_app: str | None, priority: int = 0
     campaigns the higher `priority` does.
     """
     if serve_app:
-        try:
-            from ray import serve
+        from ray import serve
 
-            from farm.serve.executor import ServeExecutor
+        from farm.serve.executor import ServeExecutor
 
-            handle = serve.get_deployment_handle("Renderer", serve_app)
-            print(f"rendering on Serve app {serve_app!r}", flush=True)
-            return ServeExecutor(handle, interactive=False, priority=priority)
-        except Exception as error:  # no such app, Serve not running: fall back to actors
-            print(f"Serve app {serve_app!r} unavailable ({error}); using actors", flush=True)
+        # A busy Serve controller can be slow to answer a new driver: ask for a while before
+        # falling back, or the job would start actors beside a pool that is really there.
+        deadline = time.monotonic() + SERVE_APP_WAIT_S
+        while True:
+            try:
+                handle = serve.get_deployment_handle("Renderer", serve_app)
+                print(f"rendering on Serve app {serve_app!r}", flush=True)
+                return ServeExecutor(handle, interactive=False, priority=priority)
+            except Exception as error:  # no such app, Serve not running: fall back to actors
+                if time.monotonic() >= deadline:
+                    print(
+                        f"Serve app {serve_app!r} unavailable ({error}); using actors", flush=True
+                    )
+                    break
+                time.sleep(1.0)
     from farm.render.executors import RayExecutor
     from farm.serve.resources import ActorGroup, check_fits, free_resources
 

@@ -282,8 +282,11 @@ def test_operation_never_answers_5xx(client: AsgiClient, path: str, method: str,
         if req["content_type"]:
             headers["content-type"] = req["content_type"]
         r = client.request(method, url, headers=headers, body=req["body"], query=query)
-        if r.status == 503:
-            assert r.json()["code"] == "jobs_unavailable", r.body
+        if r.status == 503:  # no Jobs API here: campaigns stop there, /healthz says so
+            body = r.json()
+            assert body.get("code") == "jobs_unavailable" or body.get("status") == "degraded", (
+                r.body
+            )
             return
         assert r.status < 500, (method, url, req, r.body)
         if r.status >= 400:
