@@ -6,6 +6,12 @@ dashboard and its agent, metrics, workers and replicas) may face a network. Ray 
 servers to loopback when the node's own address is 127.0.0.1, so the node is given that
 address; the API and the dashboard are given 127.0.0.1 as their hosts.
 
+Jobs attach to this farm's Ray and no other. A job's driver finds its cluster through the
+address file in the node's temp directory; Ray writes that file only for `ray start`, and
+without it the Jobs API hands drivers any Ray it sees running on the machine (another
+user's, a test's). So each local farm has its own temp directory, named by user and API
+port, with its GCS address written there.
+
 Shutdown is the same on Ctrl-C, SIGTERM or an error: Serve, then Ray, then any process of
 this farm's Ray that outlived it (a job's driver, a worker, an agent still holding its port)
 is killed, so a restarted farm finds its ports free.
@@ -16,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 from ray import serve
@@ -69,6 +77,15 @@ def local_app(settings: Settings, jobs_address: str) -> Application:
     )
 
 
+def ray_temp_dir(api_port: int) -> Path:
+    """This farm's Ray temp directory (sessions, logs, its address file): one per user and port.
+
+    Short, as Ray's socket paths under it must fit 107 bytes; stable across restarts, so a
+    restarted farm's logs sit beside the last run's.
+    """
+    return Path(tempfile.gettempdir()) / f"farm-{os.getuid()}-{api_port}"
+
+
 @contextlib.contextmanager
 def local_farm(settings: Settings, *, dashboard_port: int, api_port: int) -> Iterator[LocalFarm]:
     """Start local Ray + the Serve app for `settings`; shut both down on exit.
@@ -76,10 +93,12 @@ def local_farm(settings: Settings, *, dashboard_port: int, api_port: int) -> Ite
     Raises `farm.serve.resources.Unschedulable` (after stopping Ray) when the app's actors
     at start do not fit this machine. SIGTERM stops the farm as Ctrl-C does.
     """
+    temp_dir = ray_temp_dir(api_port)
     with _loopback_node():
         sigterm = _SigtermAsInterrupt()
         context = ray.init(
             address="local",
+            _temp_dir=str(temp_dir),
             include_dashboard=True,
             dashboard_host=LOOPBACK,
             dashboard_port=dashboard_port,
@@ -90,6 +109,8 @@ def local_farm(settings: Settings, *, dashboard_port: int, api_port: int) -> Ite
         )
         sigterm.arm()  # after ray.init, which installs its own handler
         node = ray._private.worker.global_worker.node
+        # What `ray start` writes: the Jobs API gives it to drivers as their RAY_ADDRESS.
+        ray._private.utils.write_ray_address(node.gcs_address, str(temp_dir))
         session_dir = node.get_session_dir_path()
         roots = {p.process.pid for infos in node.all_processes.values() for p in infos}
         try:

@@ -147,24 +147,24 @@ def campaign_resume(
 def campaign_status_cmd(
     campaign: str = typer.Argument(..., help="Campaign id."),
     root: str = ROOT,
-    address: str = typer.Option("", help="Also show the latest job on this Ray cluster."),
+    address: str = ADDRESS,
     watch: bool = typer.Option(False, "--watch", help="Refresh until nothing is pending."),
     interval: float = typer.Option(2.0, help="With --watch: seconds between refreshes."),
 ) -> None:
-    """Progress by status x locale x format, with ETA (from the manifest)."""
+    """Progress by status x locale x format, ETA, and the state with its latest job."""
     from rich.live import Live
 
     from farm.jobs.client import campaign_status
 
     with errors():
-        st = campaign_status(root, campaign, address or None)
+        st = campaign_status(root, campaign, address)
         if not watch:
             console.print(status_view(st))
             return
         with Live(status_view(st), console=console, refresh_per_second=4) as live:
             while st.pending:
                 time.sleep(interval)
-                st = campaign_status(root, campaign, address or None)
+                st = campaign_status(root, campaign, address)
                 live.update(status_view(st))
 
 

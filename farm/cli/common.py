@@ -83,6 +83,12 @@ def status_view(status) -> Group:
     line = f"{p.total} variants: {counts}; {status.pending} to go, ETA {_eta(p.eta_s)}"
     if status.job:
         line += f"; job {status.job} {status.job_status}"
+    if status.job_status == "UNKNOWN":
+        line += f"; job unknown ({status.job_message[:120]})"
+    elif status.job_status is not None:  # the state joins the job and the manifest
+        line += f"; {status.state}"
+        if status.resumable:
+            line += f" ([yellow]farm campaign resume {status.campaign_id}[/yellow])"
     if status.cancel_requested:
         line += "; [yellow]cancel requested[/yellow]"
     return Group(group_table(p, f"{status.name} ({status.campaign_id})"), line)

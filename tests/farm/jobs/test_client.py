@@ -307,6 +307,12 @@ def test_campaign_state_joins_the_manifest_and_the_job(tmp_path):
     assert state("NONE") == ("stalled", True)  # never started
     assert state("UNKNOWN") == ("unknown", False)  # the Jobs API could not be asked
     assert state(None) == ("unknown", False)  # not asked
+    # `farm campaign status` says it, with the command that resumes
+    from farm.cli.common import console, status_view
+
+    with console.capture() as seen:
+        console.print(status_view(campaign_status(root, cid, job=JobState("FAILED", "j1"))))
+    assert f"job j1 FAILED; stalled (farm campaign resume {cid})" in seen.get()
     from farm.render.executors import LocalExecutor
 
     render_concurrently(manifest, LocalExecutor("tiny"), root, JobOptions(concurrency=2))
