@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
-from farm.campaign.feed import check_feed_sizes
+from farm.campaign.feed import check_feed_lengths, check_feed_sizes
 from farm.campaign.fields import SpecError, messages
 from farm.campaign.spec import CampaignDefaults, CampaignSpec, fill
 from farm.campaign.tables import VARIANTS
@@ -266,6 +266,7 @@ def expand_feed(
             raise SpecError(messages(e, CampaignDefaults.model_fields)) from None
     settings = campaign_defaults
     check_feed_sizes(table, settings.geometry)
+    check_feed_lengths(table, settings.geometry, settings.fps)
     cols: dict[str, Any] = {
         name: table[name].combine_chunks()
         for name in ("product_id", "product_name", "locale", "headline", "cta", "prompt")

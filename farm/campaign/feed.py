@@ -33,6 +33,7 @@ from farm.campaign.fields import (
     messages,
     preset_geometry,
 )
+from farm.output.watermark import length_problem
 from model.geometry import Geometry
 
 Seed = Annotated[int, Field(ge=0, lt=2**31)]
@@ -148,5 +149,20 @@ def check_feed_sizes(table: pa.Table, geometry: Geometry) -> None:
             if problem:
                 rows = np.flatnonzero(values == value)
                 errors += [(int(r), f"feed row {r + 1}, column {side}", problem) for r in rows]
+    if errors:
+        raise SpecError([(path, problem) for _, path, problem in sorted(errors)])
+
+
+def check_feed_lengths(table: pa.Table, geometry: Geometry, fps: int) -> None:
+    """SpecError naming every row too short to carry the watermark (`fps`: the campaign's,
+    for rows that give none). Asks once per distinct (duration, fps)."""
+    seconds = table["duration_s"].to_numpy().astype(np.float64)
+    rates = table["fps"].combine_chunks().fill_null(fps).to_numpy()
+    errors = []
+    for s, r in {(float(a), int(b)) for a, b in zip(seconds, rates, strict=True)}:
+        problem = length_problem(s, r, geometry.frames_for(s, r))
+        if problem:
+            rows = np.flatnonzero((seconds == s) & (rates == r))
+            errors += [(int(i), f"feed row {i + 1}, column duration_s", problem) for i in rows]
     if errors:
         raise SpecError([(path, problem) for _, path, problem in sorted(errors)])

@@ -41,6 +41,7 @@ from farm.campaign.fields import (
     messages,
     preset_geometry,
 )
+from farm.output.watermark import length_problem
 
 if TYPE_CHECKING:
     from farm.render.engine import Segment
@@ -262,6 +263,11 @@ class CampaignSpec(RenderSettings):
                 problem = geometry.side_problem(getattr(fmt, side))
                 if problem:
                     issues.append((f"formats[{i}].{side}", problem))
+        for i, seconds in enumerate(self.durations if geometry else ()):
+            frames = geometry.frames_for(seconds, self.fps)
+            too_short = length_problem(seconds, self.fps, frames)
+            if too_short:
+                issues.append((f"durations[{i}]", too_short))
         for i, shot in enumerate(self.storyboard[1:], start=1):
             if shot.start < self.storyboard[i - 1].end:
                 issues.append((f"storyboard[{i}].start", "must not be before the previous end"))

@@ -41,6 +41,7 @@ def render(
     """Render one video in this process and write MP4 + poster + provenance JSON."""
     import model
     from farm.output.render import render_video, request_order
+    from farm.output.watermark import length_problem
     from farm.render.executors import LocalExecutor
     from farm.serve.wire import parse_size
 
@@ -53,6 +54,9 @@ def render(
             m = model.load(preset)
         order = request_order(request, request.video_id(), m.geometry)
         m.latent_shape(order.frames, height, width)  # validate before any compute
+        too_short = length_problem(seconds, fps, order.frames)
+        if too_short:
+            raise ValueError(f"--seconds: {too_short}")
     except ValueError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None

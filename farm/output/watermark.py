@@ -18,7 +18,9 @@ Method: keyed spread spectrum in the luma at a coarse, size-independent scale.
   bit, then Chase-decode: flip up to 3 of the weakest bits until the CRC matches.
 
 Limits: the chip layout is indexed from the first frame, so a copy trimmed at the start is
-not read; frames need a short side of at least MIN_SIDE pixels.
+not read; frames need a short side of at least MIN_SIDE pixels, and a clip needs at least
+MIN_FRAMES frames: every entry point (`farm render --seconds`, `POST /v1/videos` seconds, a
+spec's durations, a feed's duration_s) refuses shorter through `length_problem`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import av
 import numpy as np
 
 KEY = "video-farm/watermark/v1"  # changing it orphans every mark already in the wild
@@ -40,6 +41,10 @@ GRIDS = (5,)  # cells along the short side: coarser survives motion, finer avera
 GROUP = 8  # frames sharing one chip layout: codecs keep a mark that holds still a while
 PAYLOAD_BITS = 64
 MIN_SIDE = 32  # pixels on the short side: a few per cell at the finest grid
+# Shortest clip whose encoded file verifies against its id. Measured on `small` renders
+# (3 prompts x 2 seeds, with and without copy, 256x144, 144x256, 144x144, H.264 crf 20):
+# 5 frames verified 2 of 34, 9 and 13 frames 28 of 34, 17 frames 34 of 34 (>= 90.6% of bits).
+MIN_FRAMES = 17
 CODE_BITS = PAYLOAD_BITS + 16  # payload + CRC-16
 ID_LENGTHS = (16, 20)  # campaign ids, variant ids (hex)
 # Soft-decision ECC (Chase decoding): up to CHASE_FLIPS of the CHASE_BITS least reliable bits
@@ -293,7 +298,24 @@ def _chase(hard: np.ndarray, reliability: np.ndarray) -> np.ndarray | None:
     return None
 
 
+def length_problem(seconds: float, fps: float, frames: int) -> str | None:
+    """Why `seconds` at `fps` (which render `frames` frames) is too short for the mark, or None.
+
+    For messages that name the field themselves (``seconds: 0.1 s at 24 fps renders 5
+    frames; ...``); the one home of the minimum length every entry point checks.
+    """
+    if frames >= MIN_FRAMES:
+        return None
+    shortest = math.ceil(MIN_FRAMES / fps * 100) / 100  # MIN_FRAMES / fps, rounded up
+    return (
+        f"{seconds:g} s at {fps:g} fps renders {frames} frames; the watermark needs at least "
+        f"{MIN_FRAMES} frames, so at least {shortest:g} s at {fps:g} fps"
+    )
+
+
 def _decode_luma(data: bytes) -> np.ndarray:
+    import av  # the detector alone decodes: loaders that only check lengths skip PyAV
+
     with av.open(io.BytesIO(data), "r") as container:
         stream = container.streams.video[0]
         planes = [frame.to_ndarray(format="gray") for frame in container.decode(stream)]

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
+from farm.output.watermark import length_problem
 from farm.settings import Settings, setting_default
 from model.geometry import Geometry
 
@@ -93,7 +94,8 @@ class VideoRequest(BaseModel):
 
 
 def check_request_geometry(request: VideoRequest, geometry: Geometry) -> None:
-    """Raise a 422 RequestError (param `size`) unless the served model renders this size.
+    """Raise a 422 RequestError (param `size`) unless the served model renders this size,
+    or (param `seconds`) when the clip is too short to carry the watermark.
 
     The message names the side and the model's rule, e.g. ``size: width 60 must be a
     positive multiple of <the model's multiple> (model 'tiny')``.
@@ -102,6 +104,10 @@ def check_request_geometry(request: VideoRequest, geometry: Geometry) -> None:
         geometry.check_size(request.width, request.height)
     except ValueError as e:
         raise RequestError(422, "invalid_request", f"size: {e}", "size") from None
+    # Too short for the watermark (farm.output.watermark owns the minimum length).
+    too_short = length_problem(request.seconds, request.fps, request.frames_for(geometry))
+    if too_short:
+        raise RequestError(422, "invalid_request", f"seconds: {too_short}", "seconds")
 
 
 class CreateVideoRequest(VideoRequest):

@@ -34,7 +34,7 @@ def test_demo_renders_every_variant_through_serve_and_a_job(tmp_path):
     spec["products"] = spec["products"][:1]
     spec["locales"] = {k: spec["locales"][k] for k in ("zh-CN", "ar-SA")}
     spec["formats"] = [{"name": "square", "aspect": "1:1", "width": 64, "height": 64}]
-    spec |= {"durations": [0.5], "fps": 8, "steps": 2, "preset": "tiny"}
+    spec |= {"durations": [0.5], "fps": 32, "steps": 2, "preset": "tiny"}
     path = tmp_path / "campaign.yaml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
     root = tmp_path / "farm-data"
@@ -90,7 +90,7 @@ def small_spec_yaml() -> str:
     spec["products"] = spec["products"][1:]
     spec["locales"] = {k: spec["locales"][k] for k in ("en-US", "zh-CN")}
     spec["formats"] = [{"name": "square", "aspect": "1:1", "width": 64, "height": 64}]
-    spec |= {"durations": [0.5], "fps": 8, "steps": 2, "preset": "tiny"}
+    spec |= {"durations": [0.5], "fps": 32, "steps": 2, "preset": "tiny"}
     return yaml.safe_dump(spec, allow_unicode=True)
 
 
@@ -131,7 +131,7 @@ def test_campaigns_over_http(tmp_path):
         assert cid in {c["campaign_id"] for c in requests.get(api, timeout=30).json()}
         bad = requests.post(
             api,
-            data=small_spec_yaml().replace("fps: 8", "fps: -1").encode(),
+            data=small_spec_yaml().replace("fps: 32", "fps: -1").encode(),
             headers={"content-type": "application/yaml"},
             timeout=30,
         )
@@ -183,7 +183,7 @@ def test_farm_serve_takes_its_settings_from_the_environment(tmp_path):
             assert proc.poll() is None, proc.stdout.read().decode()
             assert time.monotonic() < deadline, "farm serve did not come up"
             time.sleep(1)
-        body = {"prompt": "a cup", "seconds": 0.5, "size": "64x32", "fps": 8, "steps": 2}
+        body = {"prompt": "a cup", "seconds": 0.5, "size": "64x32", "fps": 32, "steps": 2}
         assert requests.post(f"{url}/v1/videos", json=body, timeout=30).status_code == 401
         video = requests.post(f"{url}/v1/videos", json=body, headers=auth, timeout=30).json()
         while video["status"] not in ("completed", "failed"):

@@ -175,7 +175,7 @@ def campaign_yaml(name: str) -> bytes:
     spec["products"] = spec["products"][:1]
     spec["locales"] = {k: spec["locales"][k] for k in ("en-US", "zh-CN")}
     spec["formats"] = [{"name": "square", "aspect": "1:1", "width": 64, "height": 64}]
-    spec |= {"durations": [0.5], "fps": 8, "steps": 2, "preset": "tiny"}
+    spec |= {"durations": [0.5], "fps": 32, "steps": 2, "preset": "tiny"}
     return yaml.safe_dump(spec, allow_unicode=True).encode()
 
 

@@ -75,7 +75,7 @@ def _spec(name: str) -> dict:
     spec["products"] = spec["products"][:1]
     spec["locales"] = {k: spec["locales"][k] for k in ("en-US", "ar-SA")}
     spec["formats"] = [{"name": "square", "aspect": "1:1", "width": 64, "height": 64}]
-    return spec | {"durations": [0.5], "fps": 8, "steps": 2, "preset": "tiny"}
+    return spec | {"durations": [0.5], "fps": 32, "steps": 2, "preset": "tiny"}
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def scrape(ray_cluster, serve_http, tmp_path_factory) -> Scrape:
         url, auth = serve_http, {"Authorization": f"Bearer {TOKEN}"}
 
         # An ad-hoc video over HTTP: Api, Director, Renderer, Serve's HTTP proxy.
-        body = {"prompt": "a bottle", "size": "64x32", "seconds": 0.5, "fps": 8, "steps": 2}
+        body = {"prompt": "a bottle", "size": "64x32", "seconds": 0.5, "fps": 32, "steps": 2}
         video = requests.post(f"{url}/v1/videos", json=body, headers=auth, timeout=60).json()
         deadline = time.monotonic() + 120
         while video["status"] not in ("completed", "failed"):

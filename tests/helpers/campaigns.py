@@ -13,14 +13,15 @@ LOCALES = {
     "de-DE": ("Deutsch", "Hallo", "Kaufen", "{product} auf dem Tisch"),
 }
 FEED = """product_id,product_name,locale,headline,cta,prompt,format,width,height,duration_s,seed
-cup,Acme Cup,en-US,Hot all day,Buy now,a red cup on a table,square,64,64,0.5,7
-cup,Acme 杯子,zh-CN,整天保温,立即购买,桌上的红色杯子,square,64,64,0.5,
-jug,Acme Jug,de-DE,Immer kalt,Jetzt kaufen,a blue jug on a table,wide,128,64,0.5,
+cup,Acme Cup,en-US,Hot all day,Buy now,a red cup on a table,square,64,64,0.7,7
+cup,Acme 杯子,zh-CN,整天保温,立即购买,桌上的红色杯子,square,64,64,0.7,
+jug,Acme Jug,de-DE,Immer kalt,Jetzt kaufen,a blue jug on a table,wide,128,64,0.7,
 """
 
 
 def write_spec(path: Path, name: str, products: int = 2, formats: int = 1) -> Path:
-    """A tiny campaign: products x 2 locales x formats, 64x64, 0.5 s at 8 fps, 2 steps."""
+    """A tiny campaign: products x 2 locales x formats, 64x64, 0.5 s at 32 fps (17 frames,
+    the watermark's minimum), 2 steps."""
     lines = [f"name: {name}", "brand: Acme", "products:"]
     for p in PRODUCTS[:products]:
         lines.append(f"  - {{id: {p}, name: Acme {p}, description: a small {p}}}")
@@ -33,7 +34,7 @@ def write_spec(path: Path, name: str, products: int = 2, formats: int = 1) -> Pa
     lines.append("formats:")
     for name_, aspect, w, h in [("square", "1:1", 64, 64), ("wide", "2:1", 128, 64)][:formats]:
         lines.append(f'  - {{name: {name_}, aspect: "{aspect}", width: {w}, height: {h}}}')
-    lines += ["durations: [0.5]", "fps: 8", "preset: tiny", "steps: 2", "guidance: 1"]
+    lines += ["durations: [0.5]", "fps: 32", "preset: tiny", "steps: 2", "guidance: 1"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

@@ -129,7 +129,7 @@ def test_the_director_writes_what_the_render_path_writes(farm, executor, tmp_pat
     from farm.serve.wire import CreateVideoRequest
 
     url, root = farm
-    body = {"prompt": "a green cup", "size": "64x32", "seconds": 0.5, "fps": 8, "steps": 2}
+    body = {"prompt": "a green cup", "size": "64x32", "seconds": 0.5, "fps": 32, "steps": 2}
     video = requests.post(f"{url}/v1/videos", json=body, timeout=30).json()
     deadline = time.monotonic() + 120
     while video["status"] in ("queued", "in_progress"):

@@ -19,7 +19,7 @@ from model.geometry import geometry_of
 from tests.helpers.cluster import deployed
 
 APP = "app"  # this module's Serve app, at / (the routes are absolute)
-BASE = {"prompt": "a red bottle on a beach", "size": "64x32", "seconds": 0.5, "fps": 16}
+BASE = {"prompt": "a red bottle on a beach", "size": "64x32", "seconds": 0.5, "fps": 32}
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def test_create_poll_and_download(farm: Farm):
     r = requests.get(f"{farm.url}/v1/videos/{video['id']}/content", timeout=30)
     assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
     info = probe_mp4(r.content)
-    frames = geometry_of("tiny").frames_for(0.5, 16)
+    frames = geometry_of("tiny").frames_for(0.5, 32)
     assert (info.frames, info.width, info.height) == (frames, 64, 32)
     thumb = requests.get(f"{farm.url}/v1/videos/{video['id']}/content?variant=thumbnail")
     assert thumb.headers["content-type"] == "image/jpeg" and thumb.content[:2] == b"\xff\xd8"

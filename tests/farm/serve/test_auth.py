@@ -36,7 +36,7 @@ EXAMPLE = yaml.safe_load(EXAMPLE_SPEC.read_text("utf-8"))
 TOKENS = {hash_token("acme-token"): "acme", hash_token("globex-token"): "globex"}
 ACME = {"Authorization": "Bearer acme-token"}
 GLOBEX = {"Authorization": "Bearer globex-token"}
-VIDEO = {"prompt": "a red bottle on a beach", "size": "64x32", "seconds": 0.5, "fps": 16}
+VIDEO = {"prompt": "a red bottle on a beach", "size": "64x32", "seconds": 0.5, "fps": 32}
 DOCS = ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
 
 

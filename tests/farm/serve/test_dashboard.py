@@ -48,7 +48,7 @@ def _spec() -> dict:
         {"name": "square", "aspect": "1:1", "width": 64, "height": 64},
         {"name": "portrait", "aspect": "4:5", "width": 64, "height": 80},
     ]
-    return spec | {"durations": [0.5], "fps": 8, "steps": 2, "preset": "tiny"}
+    return spec | {"durations": [0.5], "fps": 32, "steps": 2, "preset": "tiny"}
 
 
 @pytest.fixture(scope="module")

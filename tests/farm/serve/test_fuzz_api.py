@@ -58,8 +58,8 @@ VALID_BODIES = {
     ("POST", "/v1/videos"): {
         "prompt": "a bottle",
         "size": "16x16",
-        "seconds": 0.2,
-        "fps": 8,
+        "seconds": 0.5,
+        "fps": 32,
         "steps": 1,
         "guidance": 1.0,
     }

@@ -21,7 +21,7 @@ from tests.helpers.paths import EXAMPLE_SPEC
 
 EXAMPLE = yaml.safe_load(EXAMPLE_SPEC.read_text("utf-8"))
 TOKEN = "limits-token"
-VIDEO = {"prompt": "a red bottle", "size": "64x32", "seconds": 0.5, "fps": 16, "steps": 2}
+VIDEO = {"prompt": "a red bottle", "size": "64x32", "seconds": 0.5, "fps": 32, "steps": 2}
 LIMITS = {
     "max_seconds": 5.0,
     "max_steps": 10,

@@ -39,7 +39,7 @@ QUOTAS = {
 }
 # Long renders (the most steps the app allows), so videos stay unfinished while we look.
 SLOW = {"prompt": "a red bottle", "size": "64x32", "seconds": 2, "fps": 8, "steps": 100}
-QUICK = {"prompt": "a red bottle", "size": "64x32", "seconds": 0.5, "fps": 8, "steps": 2}
+QUICK = {"prompt": "a red bottle", "size": "64x32", "seconds": 0.5, "fps": 32, "steps": 2}
 EXAMPLE_VARIANTS = Campaign.of_spec(load_spec(EXAMPLE_SPEC.read_bytes(), fmt="yaml")).variants
 
 
