@@ -72,7 +72,7 @@ locales:
 formats:
   - {{name: square, aspect: "1:1", width: 64, height: 64}}
 durations: [0.5]
-fps: 8
+fps: 32
 preset: tiny
 steps: 2
 guidance: 1
