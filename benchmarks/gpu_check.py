@@ -322,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     cast_like_from_pretrained(transformer, dtype)
     transformer.eval().requires_grad_(False)
     data["params"], data["dtype"] = count_params(transformer), str(dtype).removeprefix("torch.")
-    data["weights_gib"] = _peak_gib(device)
+    data["weights_gib"] = (
+        torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+    )
     clock.say(f"built WanTransformer3DModel: {data['params'] / 1e9:.3f}B parameters, {dtype}")
     heads, head_dim = (
         sizes.transformer["num_attention_heads"],
