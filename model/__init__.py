@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 
     from model.checkpoint import CheckpointError
+    from model.diffusers.base import DiffusersVideoModel
     from model.generate import generate, generate_latents, noise
     from model.text import TextCond
     from model.video import VideoModel
@@ -110,10 +111,13 @@ def load(
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
-) -> VideoModel:
+    **options: Any,
+) -> VideoModel | DiffusersVideoModel:
     """Load a model by preset name or checkpoint URL (local dir, memory://, s3://, ...).
 
-    `dtype` defaults to float32.
+    `dtype` defaults to float32. ``diffusers:<dir or URL>`` loads an open checkpoint (Wan,
+    LTX-Video, CogVideoX) offline behind the same contract (`model.diffusers`); `options`
+    are its knobs (text encoder device, attention backend, cache directory, ...).
 
     A preset loads its shipped trained weights when the package has them; otherwise it is
     a random init (not adaLN-Zero, so every output depends on its inputs), which is what
@@ -124,6 +128,12 @@ def load(
     from model.checkpoint import check_state, read_header, read_state
     from model.video import VideoModel
 
+    if name_or_url.startswith("diffusers:"):
+        from model.diffusers.load import load as load_diffusers
+
+        return load_diffusers(name_or_url, device=device, dtype=dtype, **options)
+    if options:
+        raise TypeError(f"unexpected options for a native checkpoint: {', '.join(options)}")
     if name_or_url in PRESETS:
         shipped = shipped_weights(name_or_url)
         if shipped is None:

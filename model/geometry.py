@@ -151,13 +151,18 @@ class Geometry(BaseModel):
 def geometry_of(ref: str) -> Geometry:
     """The geometry of a model reference (preset name or checkpoint URL), torch-free.
 
-    A preset answers from its config; a checkpoint directory from its config.json, so
-    validating a spec never loads weights.
+    A preset answers from its config; a checkpoint directory from its config.json, and a
+    ``diffusers:<dir or URL>`` folder from its JSON configs, so validating a spec never
+    loads weights.
     """
     from model.config import PRESETS, ModelConfig  # here: model.config imports this module
 
     if ref in PRESETS:
         return PRESETS[ref].geometry
+    if ref.startswith("diffusers:"):
+        from model.diffusers.configs import geometry_of_ref
+
+        return geometry_of_ref(ref)
     import json
 
     import fsspec
