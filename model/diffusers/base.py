@@ -269,6 +269,10 @@ class DiffusersVideoModel:
         With context at least the decoder's reach, every kept frame is the full decode's
         up to float rounding (tests/model/diffusers measure it per family).
         """
+        return to_uint8(self.decode_chunk_float(z, start, stop))
+
+    def decode_chunk_float(self, z: Tensor, start: int, stop: int) -> Tensor:
+        """`decode_chunk` before uint8: video [B, 3, F, H, W] in [-1, 1] (for error bounds)."""
         self._check_latent(z, "z")
         T = z.shape[2]
         if not 0 <= start < stop <= T:
@@ -277,10 +281,11 @@ class DiffusersVideoModel:
         context = self.decode_context
         before, after = context if context is not None else (T, T)
         lo, hi = max(0, start - before), min(T, stop + after)
-        video = self._decode(z[:, :, lo:hi].to(self.device))  # (B, 3, s(hi-lo-1)+1, H, W)
+        with torch.no_grad():
+            video = self._decode(z[:, :, lo:hi].to(self.device))  # (B, 3, s(hi-lo-1)+1, H, W)
         first = 0 if start == 0 else s * (start - 1) + 1
         last = s * (stop - 1) + 1
-        return to_uint8(video[:, :, first - s * lo : last - s * lo])
+        return video[:, :, first - s * lo : last - s * lo]
 
     @torch.no_grad()
     def encode(self, video: Tensor) -> Tensor:
