@@ -37,23 +37,36 @@ class Geometry(BaseModel):
         "transformer token per pixel_multiple x pixel_multiple pixels of a latent frame.",
     )
     max_frames: int = Field(ge=1, description="Longest clip (pixel frames) in one forward.")
+    latent_step: int = Field(
+        1,
+        ge=1,
+        description="A whole clip's latent frames after the first come in multiples of this: "
+        "CogVideoX's VAE decodes only odd latent counts, so its clips are 8n+1 frames at "
+        "temporal stride 4. Windows inside a clip may have any length.",
+    )
 
     # --- time --------------------------------------------------------------------------
     @property
+    def frame_period(self) -> int:
+        """Valid clip lengths differ by this many pixel frames (stride x latent step)."""
+        return self.temporal_stride * self.latent_step
+
+    @property
     def frame_rule(self) -> str:
         """The valid frame counts, as users read them: '4n+1'."""
-        return f"{self.temporal_stride}n+1"
+        return f"{self.frame_period}n+1"
 
     def is_valid_frames(self, frames: int) -> bool:
         """Whether `frames` pixel frames fit the frame rule."""
-        return isinstance(frames, int) and frames >= 1 and (frames - 1) % self.temporal_stride == 0
+        return isinstance(frames, int) and frames >= 1 and (frames - 1) % self.frame_period == 0
 
     def check_frames(self, frames: int) -> None:
         """Raise a ValueError naming the model's rule unless `frames` fits it."""
         if not self.is_valid_frames(frames):
+            p = self.frame_period
             raise ValueError(
-                f"frames must be of the form {self.frame_rule} (1, {1 + self.temporal_stride}, "
-                f"{1 + 2 * self.temporal_stride}, ...) for model {self.model!r}, got {frames!r}"
+                f"frames must be of the form {self.frame_rule} (1, {1 + p}, {1 + 2 * p}, ...) "
+                f"for model {self.model!r}, got {frames!r}"
             )
 
     def latent_frames(self, frames: int) -> int:
@@ -79,8 +92,8 @@ class Geometry(BaseModel):
         """The valid frame count closest to `seconds` at `fps` (at least one stride long)."""
         if not seconds > 0 or not fps > 0:
             raise ValueError(f"seconds and fps must be positive, got {seconds} s at {fps} fps")
-        n = max(1, round(seconds * fps / self.temporal_stride))
-        return self.temporal_stride * n + 1
+        n = max(1, round(seconds * fps / self.frame_period))
+        return self.frame_period * n + 1
 
     def frame_counts(self, seconds: Any, fps: Any) -> np.ndarray:
         """`frames_for` over arrays of durations and rates (int32; for whole campaigns).
@@ -90,8 +103,8 @@ class Geometry(BaseModel):
         seconds, fps = np.asarray(seconds, np.float64), np.asarray(fps)
         if not (np.all(seconds > 0) and np.all(fps > 0)):
             raise ValueError("seconds and fps must be positive")
-        n = np.maximum(1, np.round(seconds * fps / self.temporal_stride))
-        return (self.temporal_stride * n + 1).astype(np.int32)
+        n = np.maximum(1, np.round(seconds * fps / self.frame_period))
+        return (self.frame_period * n + 1).astype(np.int32)
 
     @property
     def max_latent_frames(self) -> int:

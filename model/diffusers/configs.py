@@ -137,6 +137,7 @@ def _cogvideox(url: str, index: dict[str, Any], name: str) -> Geometry:
         spatial_stride=spatial,
         pixel_multiple=spatial * transformer.get("patch_size", 2),
         max_frames=transformer.get("sample_frames", 49),
+        latent_step=2,  # the VAE decodes odd latent counts only (even ones give 4T frames)
     )
 
 

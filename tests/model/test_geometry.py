@@ -170,3 +170,14 @@ def test_geometry_needs_neither_torch_nor_ray() -> None:
         "set(sys.modules))"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_latent_step_makes_the_frame_rule_coarser():
+    """CogVideoX: stride 4 but odd latent counts, so clips are 8n+1 frames (13 latents for 49)."""
+    cog = Geometry(model="cog", temporal_stride=4, spatial_stride=8, pixel_multiple=16,
+                   max_frames=49, latent_step=2)  # fmt: skip
+    assert cog.frame_rule == "8n+1" and cog.latent_frames(49) == 13
+    assert not cog.is_valid_frames(45) and cog.frames_for(6, 8) == 49
+    assert cog.frame_counts([6.0, 1.0], [8, 8]).tolist() == [49, 9]
+    with pytest.raises(ValueError, match=r"8n\+1 \(1, 9, 17"):
+        cog.check_frames(45)

@@ -130,6 +130,7 @@ def test_geometry_of_reads_json_without_torch(checkpoint):
     assert (out["ltx"]["temporal_stride"], out["ltx"]["pixel_multiple"]) == (8, 32)
     assert (out["cogvideox"]["temporal_stride"], out["cogvideox"]["pixel_multiple"]) == (4, 16)
     assert out["cogvideox"]["max_frames"] == 9  # its transformer's sample_frames
+    assert out["cogvideox"]["latent_step"] == 2  # odd latent counts: 8n+1 frames
 
 
 def test_knobs_are_checked(checkpoint):
