@@ -227,6 +227,21 @@
     return `${base}/dashboard/media/${encodeURIComponent(campaign)}/${encodeURIComponent(variantId)}.${ext}`;
   }
 
+  // The player takes the variant's own shape (its format's width x height), as large as
+  // fits the window, so the video fills it: no black strip beside or under the picture.
+  function fitPlayer(dialog, video, width, height) {
+    const bar = dialog.querySelector(".player-bar");
+    dialog.style.width = "auto";
+    const room = { w: 0.92 * window.innerWidth, h: 0.86 * window.innerHeight - (bar ? bar.offsetHeight : 0) };
+    const scale = Math.min(room.w / width, room.h / height);
+    const w = Math.max(1, Math.floor(width * scale));
+    const h = Math.max(1, Math.floor(height * scale));
+    video.style.width = `${w}px`;
+    video.style.height = `${h}px`;
+    video.style.aspectRatio = `${width} / ${height}`;
+    dialog.style.width = `${w}px`; // the bar wraps to the video's width
+  }
+
   function openVideo(variant) {
     const dialog = document.getElementById("player");
     const video = document.getElementById("player-video");
@@ -236,6 +251,7 @@
     video.src = url;
     video.dataset.variant = variant.variant_id;
     if (!dialog.open) dialog.showModal();
+    fitPlayer(dialog, video, variant.width, variant.height);
     video.play().catch(() => {}); // autoplay may be refused; the controls are there
   }
 
@@ -265,6 +281,7 @@
                   },
                 },
                 el("img", { src: mediaUrl(v.variant_id, "jpg"), alt: `${v.locale} ${v.format} ${v.product_name}`, decoding: "async" }),
+                el("span", { class: "thumb-product", text: v.product_name }),
                 el("span", { class: "thumb-label", text: `${v.locale} · ${v.format}` }),
               ),
             ),

@@ -195,7 +195,38 @@ def test_campaign_page_in_a_browser(farm: Farm, browser, tmp_path: Path):
             "#thumbnails img", "imgs => imgs.map(i => i.naturalWidth)"
         )
         assert all(w > 0 for w in widths), widths
+        # Each tile names its product, not only its locale and format.
+        by_id = {r["variant_id"]: r for r in status}
+        names = page.eval_on_selector_all(
+            "#thumbnails a.thumb",
+            "a => a.map(x => [x.dataset.variant, x.querySelector('.thumb-product')?.textContent])",
+        )
+        assert names == [[v, by_id[v]["product_name"]] for v in thumbs], names
         page.screenshot(path=str(tmp_path / "campaign-page.png"), full_page=True)
+
+        # The player takes each variant's shape: the picture fills the box, no black strip.
+        for vid in thumbs:
+            page.click(f"#thumbnails a.thumb[data-variant='{vid}']")
+            page.wait_for_function(
+                "v => { const p = document.getElementById('player-video');"
+                " return p.dataset.variant === v && p.readyState >= 1 && p.videoWidth > 0; }",
+                arg=vid,
+                timeout=30_000,
+            )
+            box = page.evaluate(
+                "() => { const v = document.getElementById('player-video');"
+                " const r = v.getBoundingClientRect();"
+                " const d = document.getElementById('player').getBoundingClientRect();"
+                " return [r.width, r.height, v.videoWidth, v.videoHeight, d.width]; }"
+            )
+            width, height, video_w, video_h, dialog_w = box
+            fmt = by_id[vid]["width"] / by_id[vid]["height"]
+            assert abs(width / height - fmt) < 0.02, (vid, box, fmt)
+            assert abs(video_w / video_h - fmt) < 0.02, (vid, box, fmt)
+            assert abs(dialog_w - width) <= 1, (vid, box)  # nothing beside the picture
+            assert height >= 0.5 * 1000 * 0.8, (vid, box)  # as large as the window allows
+            page.keyboard.press("Escape")
+            page.wait_for_selector("#player:not([open])", state="attached")
 
         # Clicking a thumbnail opens a playable video.
         page.click(f"#thumbnails a.thumb[data-variant='{thumbs[0]}']")
