@@ -62,6 +62,8 @@ def _weight_files(folder: Path) -> list[Path]:
         weight_map = json.loads(indexes[0].read_text())["weight_map"]
         return [folder / name for name in sorted(set(weight_map.values()))]
     files = sorted(folder.glob("*.safetensors"))
+    plain = [p for p in files if p.name == "diffusion_pytorch_model.safetensors"]
+    files = plain or files  # not also the .fp16 variant beside it
     if not files:
         other = sorted(p.name for p in folder.glob("*.bin"))
         hint = f" (found {', '.join(other)}: only safetensors are loaded)" if other else ""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+import torch
 
 import model
 from model.checkpoint import CheckpointError
@@ -139,3 +140,21 @@ def test_knobs_are_checked(checkpoint):
         model.load(f"diffusers:{folder}", attention="xformers")
     with pytest.raises(ValueError, match="attention must be one of"):
         model.load(f"diffusers:{folder}", attention="magic")
+
+
+def test_sharded_weights_and_file_urls_load(checkpoint, loaded, tmp_path):
+    pipe, _ = checkpoint("wan21")
+    pipe.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert list((tmp_path / "sharded" / "transformer").glob("*.safetensors.index.json"))
+    m = model.load(f"diffusers:file://{tmp_path / 'sharded'}")
+    reference = loaded("wan21")
+    x = torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(5))
+    cond = reference.encode_text(["sharded"])
+    assert torch.equal(m.velocity(x, 0.7, cond), reference.velocity(x, 0.7, cond))
+
+
+def test_geometry_of_a_url_and_text_on_another_device(memory_url, checkpoint):
+    assert model.geometry_of(f"diffusers:{memory_url}").frame_rule == "4n+1"
+    m = model.load(f"diffusers:{checkpoint('wan21')[1]}", text_device="cpu", dtype=torch.bfloat16)
+    cond = m.encode_text(["a"])
+    assert cond.emb.dtype == torch.bfloat16 and m.pipe.text_encoder.dtype == torch.bfloat16
