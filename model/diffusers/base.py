@@ -232,18 +232,19 @@ class DiffusersVideoModel:
         return self._decode_context
 
     @torch.no_grad()
-    def measure_decoder_reach(self, probe: int = 8, tolerance: float = 1e-6) -> tuple[int, int]:
+    def measure_decoder_reach(self, probe: int = 8) -> tuple[int, int]:
         """(forward, backward): how many latent frames a change to one latent frame reaches.
 
         Decodes a small random latent (2 x 2 tokens, `2·probe + 1` frames) and the same
         latent with its middle frame changed, and finds the decoded frames that moved by
-        more than `tolerance` of the output scale. Time mixing in these decoders is
-        convolutional, so the reach does not depend on the spatial size. The probe grows
-        until the reach is inside it.
+        more than one rounding step of the dtype (at least 1e-6) of the output scale.
+        Time mixing in these decoders is convolutional, so the reach does not depend on
+        the spatial size. The probe grows until the reach is inside it.
         """
         s = self.geometry.temporal_stride
         ph, pw = self.token_patch
         gen = torch.Generator().manual_seed(0)
+        tolerance = max(1e-6, torch.finfo(self.dtype).eps)
         while True:
             n = 2 * probe + 1
             z = torch.randn(1, self.latent_channels, n, 2 * ph, 2 * pw, generator=gen)
