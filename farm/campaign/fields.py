@@ -41,7 +41,11 @@ _LOCALE = re.compile(
     r"^[a-z]{2,3}(-[A-Z][a-z]{3})?(-(?:[A-Z]{2}|[0-9]{3}))?(-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*$"
 )
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
+# Python's whitespace (str.isspace), spelled out: a pattern written with it means the same
+# in JSON Schema's regex dialect (ECMA-262, whose \s differs) as in Python's.
+SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_SPACE = f"[^{SPACE}]"
+_URL = re.compile(rf"^[a-z][a-z0-9+.-]*://{NOT_SPACE}+$")
 
 
 class SpecError(ValueError):
@@ -113,12 +117,14 @@ def url(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_text)]
-NonBlank = Annotated[str, AfterValidator(_non_blank)]
+NonBlank = Annotated[
+    str, AfterValidator(_non_blank), Field(json_schema_extra={"pattern": NOT_SPACE})
+]
 Slug = Annotated[str, AfterValidator(_slug), Field(json_schema_extra={"pattern": _SLUG.pattern})]
 LocaleCode = Annotated[
     str, AfterValidator(_locale), Field(json_schema_extra={"pattern": _LOCALE.pattern})
 ]
-Url = Annotated[str, AfterValidator(url)]
+Url = Annotated[str, AfterValidator(url), Field(json_schema_extra={"pattern": _URL.pattern})]
 # The pixel multiple is the model's: checked against the context's Geometry (see above).
 Pixels = Annotated[int, Field(ge=1, le=MAX_SIDE), AfterValidator(_model_side)]
 Seconds = Annotated[float, Field(gt=0, le=MAX_DURATION_S)]

@@ -5,8 +5,10 @@ video|thumbnail; DELETE /v1/videos/{id} (cancel); POST /v1/campaigns (JSON or YA
 → 201 {id, job_id}; GET /v1/campaigns; GET /v1/campaigns/{id} (progress, ETA, state and
 the latest job's); POST /v1/campaigns/{id}/cancel; POST /v1/campaigns/{id}/resume; GET
 /v1/campaigns/{id}/manifest (Parquet); GET /healthz.
-Every error is JSON {code, message, param?}: bad input is a 4xx naming the field, an
-unknown id a 404.
+Every error is JSON {code, message, param?} (`farm.serve.errors`): bad input is a 4xx
+naming the field (a body that is not JSON a 400 with param ``body``, another media type a
+415), an unknown id a 404. /openapi.json is the serving deployment's schema, with its
+limits, every error each operation gives and the bearer scheme (`farm.serve.openapi`).
 
 Every route but /healthz and the docs needs a tenant's bearer token (`farm.serve.auth`);
 videos and campaigns belong to the tenant that made them, and another tenant's id is a 404.
@@ -26,22 +28,19 @@ limit, and a Director that does not answer in time a 503 ``busy`` (`farm.serve.q
 import asyncio
 import contextlib
 import inspect
-import logging
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from ray import serve
-from starlette.exceptions import HTTPException
 
 from farm.policy import PolicyViolation, PromptPolicy, policy_for
-from farm.serve import campaigns
-from farm.serve.auth import Auth, authenticate, deployment
+from farm.serve import campaigns, errors, openapi
+from farm.serve.auth import Auth, authenticate
 from farm.serve.dashboard import router as dashboard_router
 from farm.serve.director import videos_dir
 from farm.serve.health import JobsHealth
@@ -64,8 +63,6 @@ from farm.serve.wire import (
 from farm.settings import Quota, quota_for, setting_default
 from model.geometry import geometry_of
 
-log = logging.getLogger(__name__)
-
 # Auth is app-wide: every route, including routers included later, needs a tenant's token
 # (farm.serve.auth exempts /healthz; the docs are served outside the dependency system).
 # Routes must be added before `serve.ingress(app)` below, which freezes a copy of the app.
@@ -74,90 +71,8 @@ Tenant = Depends(authenticate)  # FastAPI runs it once per request however often
 app.include_router(dashboard_router)  # /dashboard: the campaign page (farm.serve.dashboard)
 _ID = re.compile(r"[0-9a-f]{32}")  # with fullmatch: "$" would let a "\n" through
 _CONTENT = {"video": ("mp4", "video/mp4"), "thumbnail": ("jpg", "image/jpeg")}
-
-
-def _error(status: int, code: str, message: str, param: str | None = None) -> JSONResponse:
-    return JSONResponse(RequestError(status, code, message, param).body(), status_code=status)
-
-
-class BodyTooLarge(HTTPException):
-    """413: a request body over the deployment's max_body_bytes."""
-
-    def __init__(self, limit: int):
-        super().__init__(413, f"request body is over the limit max_body_bytes={limit}")
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for a body over the deployment's max_body_bytes, unparsed.
-
-    A declared Content-Length over the limit is refused before any of the body is read;
-    a chunked body is counted as it arrives and refused at the first byte over.
-    """
-
-    def __init__(self, app: Any):
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        limit = deployment(Request(scope)).max_body_bytes
-        length = dict(scope.get("headers") or ()).get(b"content-length", b"")
-        if length.isdigit() and int(length) > limit:
-            return await _send_json(
-                send, RequestError(413, "too_large", BodyTooLarge(limit).detail)
-            )
-        seen = 0
-
-        async def counted() -> dict:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise BodyTooLarge(limit)
-            return message
-
-        await self.app(scope, counted, send)
-
-
-async def _send_json(send: Any, error: RequestError) -> None:
-    response = JSONResponse(error.body(), status_code=error.status)
-    await send(
-        {"type": "http.response.start", "status": error.status, "headers": response.raw_headers}
-    )
-    await send({"type": "http.response.body", "body": response.body})
-
-
-app.add_middleware(BodyLimit)
-
-
-@app.exception_handler(RequestError)
-async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-
-@app.exception_handler(RequestValidationError)
-async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 naming the offending field(s): 'size: Value error, width 70 must be ...'."""
-    errors = exc.errors()
-    skip = ("body", "query", "path")
-    params = [".".join(str(p) for p in e["loc"] if p not in skip) for e in errors]
-    message = "; ".join(f"{p or 'body'}: {e['msg']}" for p, e in zip(params, errors, strict=True))
-    param = params[0] if params else None
-    return _error(422, "invalid_request", message or "invalid request", param)
-
-
-@app.exception_handler(HTTPException)
-async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-    codes = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-    code = codes.get(exc.status_code, "http_error")
-    body = RequestError(exc.status_code, code, str(exc.detail)).body()
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-
-@app.exception_handler(Exception)
-async def _internal(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s", request.url.path)
-    return _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+errors.install(app)  # JSON errors {code, message, param?}, the body limit, 405 Allow
+openapi.install(app)  # /openapi.json: the serving deployment's limits, errors, security
 
 
 def _not_found(video_id: str) -> RequestError:
@@ -266,13 +181,9 @@ class Api:
 
     @app.get("/v1/videos/{video_id}/content")
     async def content(
-        self, video_id: str, variant: str = "video", tenant: str = Tenant
+        self, video_id: str, variant: Literal["video", "thumbnail"] = "video", tenant: str = Tenant
     ) -> Response:
         """The finished MP4 (variant=video) or its JPEG poster (variant=thumbnail)."""
-        if variant not in _CONTENT:
-            raise RequestError(
-                422, "invalid_request", f"variant must be one of {sorted(_CONTENT)}", "variant"
-            )
         video = await self._status(video_id, tenant)
         if video["status"] != "completed":
             raise RequestError(
@@ -289,10 +200,11 @@ class Api:
     @app.post("/v1/campaigns", status_code=201)
     async def create_campaign(self, request: Request, tenant: str = Tenant) -> dict[str, Any]:
         """Submit a campaign spec (JSON or YAML body) as a Ray Job: {id, job_id}."""
+        kind = request.headers.get("content-type", "")
+        campaigns.body_format(kind)  # 415 before anything is read
         body = await request.body()
         if len(body) > self.max_body_bytes:
-            raise BodyTooLarge(self.max_body_bytes)
-        kind = request.headers.get("content-type", "")
+            raise errors.BodyTooLarge(self.max_body_bytes)
         quota = quota_for(self.quotas, tenant)
         if quota.gpu_seconds_per_day is not None:
             check_gpu_budget(quota, tenant, await self._gpu_seconds_today(tenant))

@@ -58,6 +58,13 @@ from farm.serve.quotas import campaign_usage, check_campaign
 from farm.serve.wire import ANONYMOUS_TENANT, Limits, RequestError
 from farm.settings import TENANT_NAME, Quota
 
+# The media types POST /v1/campaigns reads, and how (anything else is a 415).
+SPEC_TYPES = {
+    "application/json": "json",
+    "application/yaml": "yaml",
+    "application/x-yaml": "yaml",
+    "text/yaml": "yaml",
+}
 CAMPAIGN_ID = re.compile(r"[0-9a-f]{16}")  # with fullmatch: "$" would let a "\n" through
 # Product ids, format names and locale codes name variants and may name files: letters,
 # digits, - and _ only (checked again here, whatever the spec's own rules let through).
@@ -157,12 +164,17 @@ def submit(
     policy: PromptPolicy | None = None,
     quota: Quota | None = None,
 ) -> dict:
-    """Validate a spec (JSON or YAML body) and submit the tenant's job: {id, job_id}."""
-    fmt = "json" if "json" in content_type else "yaml"
+    """Validate a spec (JSON or YAML body) and submit the tenant's job: {id, job_id}.
+
+    A body that is not JSON or YAML at all, or not a mapping, is a 400 with param ``body``.
+    """
+    fmt = body_format(content_type)
     try:
         spec = load_spec(body, fmt=fmt)
     except SpecError as e:
-        path, _ = e.errors[0] if e.errors else ("body", "")
+        path, _ = e.errors[0] if e.errors else ("spec", "")
+        if path == "spec":  # the document as a whole: unreadable, or not a mapping
+            raise RequestError(400, "invalid_body", str(e), "body") from None
         raise RequestError(422, "invalid_campaign", str(e), path) from None
     check_spec(spec, limits or Limits(), policy or PromptPolicy())
     campaign = Campaign.of_spec(spec)  # parsed once, here; the job client takes it typed
@@ -182,6 +194,18 @@ def submit(
     except (ConnectionError, OSError, RuntimeError) as e:
         raise RequestError(503, "jobs_unavailable", f"Ray Jobs API: {e}") from None
     return {"id": cid, "job_id": sid}
+
+
+def body_format(content_type: str) -> str:
+    """'json' or 'yaml' for a Content-Type header (`SPEC_TYPES`); a 415 for anything else."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media.endswith("+json"):
+        media = "application/json"
+    if media not in SPEC_TYPES:
+        accepted = ", ".join(SPEC_TYPES)
+        message = f"Content-Type {media or '(none)'!r} is not a spec type; send one of {accepted}"
+        raise RequestError(415, "unsupported_media_type", message, "Content-Type")
+    return SPEC_TYPES[media]
 
 
 def check_quota(
@@ -285,7 +309,12 @@ def cancel(
     """Ask the campaign's job to stop; the rest of its variants end `cancelled`."""
     base = tenant_root(root, tenant)
     _open(base, cid)
-    return {"id": cid, "message": cancel_campaign(base, cid, jobs_address)}
+    try:
+        return {"id": cid, "message": cancel_campaign(base, cid, jobs_address)}
+    except CampaignError as e:
+        raise RequestError(409, "conflict", str(e)) from None
+    except (ConnectionError, OSError, RuntimeError) as e:
+        raise RequestError(503, "jobs_unavailable", f"Ray Jobs API: {e}") from None
 
 
 def manifest_parquet(root: str, cid: str, tenant: str = ANONYMOUS_TENANT) -> bytes:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
+from farm.campaign.fields import NOT_SPACE
 from farm.output.watermark import length_problem
 from farm.settings import Settings, setting_default
 from model.geometry import Geometry
@@ -47,31 +49,45 @@ class RequestError(Exception):
         return out
 
 
+# The spelling of a size: decimal sides, an x (or X) between, spaces around allowed (which
+# sides are valid is the model's and the limits' to say). `farm.serve.openapi` writes the
+# same rule, with the valid sides, as the schema's pattern.
+SIZE = re.compile(r" *(-?)0*([0-9]{1,6})[xX](-?)0*([0-9]{1,6}) *")
+
+
 def parse_size(size: str) -> tuple[int, int]:
     """'WxH' → (width, height), with a clear error for anything else (sides unchecked)."""
-    try:
-        width, height = (int(part) for part in size.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"size must look like WIDTHxHEIGHT, e.g. 256x144; got {size!r}") from None
-    return width, height
+    m = SIZE.fullmatch(size)
+    if m is None:
+        raise ValueError(f"size must look like WIDTHxHEIGHT, e.g. 256x144; got {size!r}")
+    return int(m[1] + m[2]), int(m[3] + m[4])
 
 
 class VideoRequest(BaseModel):
     """POST /v1/videos: what to render (the HTTP body)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     # The HTTP API's defaults (a 4 s clip in 20 steps), not `farm render`'s (RenderRequest).
-    prompt: str = Field(min_length=1, max_length=4000, description="What the video shows.")
-    negative_prompt: str = Field("", max_length=4000, description="What guidance avoids.")
-    seconds: float = Field(4.0, gt=0, le=120, description="Length in seconds.")
+    # Lengths, seconds, steps and sizes are bounded by the deployment's `Limits` (their one
+    # owner), which `farm.serve.openapi` writes into the served schema.
+    prompt: str = Field(
+        pattern=NOT_SPACE, description="What the video shows (not blank; surrounding space is cut)."
+    )
+    negative_prompt: str = Field("", description="What guidance avoids.")
+    seconds: float = Field(4.0, gt=0, description="Length in seconds.")
     size: str = Field(
         "256x144", description="WIDTHxHEIGHT, each a multiple of the served model's multiple."
     )
     fps: int = Field(24, ge=1, le=60, description="Frames per second.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Noise seed.")
-    steps: int = Field(20, ge=1, le=200, description="Denoising steps.")
+    steps: int = Field(20, ge=1, description="Denoising steps.")
     guidance: float = Field(4.0, ge=1, le=30, description="Classifier-free guidance (1 = off).")
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
 
     @field_validator("size")
     @classmethod

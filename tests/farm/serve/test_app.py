@@ -211,8 +211,11 @@ def test_bad_request_names_the_field(farm: Farm, fields: dict, param: str):
 
 
 def test_errors_are_json_4xx(farm: Farm):
-    r = requests.post(f"{farm.url}/v1/videos", data=b"{not json", timeout=30)
-    assert r.status_code == 422 and r.json()["code"] == "invalid_request"
+    json_type = {"content-type": "application/json"}
+    r = requests.post(f"{farm.url}/v1/videos", data=b"{not json", headers=json_type, timeout=30)
+    assert r.status_code == 400 and r.json()["param"] == "body", r.text
+    r = requests.post(f"{farm.url}/v1/videos", data=b"{not json", timeout=30)  # no type
+    assert r.status_code == 415 and r.json()["code"] == "unsupported_media_type", r.text
     r = requests.post(f"{farm.url}/v1/videos", json={"size": "64x32"}, timeout=30)
     assert r.status_code == 422 and "prompt" in r.json()["message"]
     unknown = "0" * 32
