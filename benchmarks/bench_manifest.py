@@ -70,7 +70,7 @@ def synthetic_variants(n: int, campaign_id: str) -> pa.Table:
         "steps": num(np.full(n, 20), "steps"),
         "guidance": num(np.full(n, 5.0), "guidance"),
         "priority": num(i % 3, "priority"),
-        "est_gpu_s": num(30.0 + i % 7, "est_gpu_s"),
+        "work": num(30.0 + i % 7, "work"),
     }
     return pa.table(columns, schema=VARIANTS)
 
@@ -96,7 +96,7 @@ class NaiveJson:
 
     def write(self, variants: pa.Table) -> None:
         self.variants_path.write_text(json.dumps(variants.to_pylist()))
-        keep = variants.select(["variant_id", "locale", "format", "est_gpu_s"]).to_pylist()
+        keep = variants.select(["variant_id", "locale", "format", "work"]).to_pylist()
         state = {r.pop("variant_id"): {**r, "status": "queued", "attempt": 0} for r in keep}
         self.state_path.write_text(json.dumps(state))
 

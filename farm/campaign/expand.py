@@ -27,18 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
+from farm.campaign.cost import work_units
 from farm.campaign.feed import check_feed_lengths, check_feed_sizes
 from farm.campaign.fields import SpecError, messages
 from farm.campaign.spec import CampaignDefaults, CampaignSpec, fill
 from farm.campaign.tables import VARIANTS
-from model.geometry import Geometry
-
-# Rough GPU-seconds per (latent token × transformer forward), H100-class GPU in bf16.
-# base: ~2.5 GFLOP/token of matmuls (12·D² + 4·D·F per block × 30 blocks) plus about as
-# much again of self-attention at ad sizes (~30k tokens), at ~40% MFU ≈ 2e-5 s. tiny and
-# small are too small to fill a GPU: their time is kernel launches, ~1-2 ms per forward
-# at ~1k tokens. Not calibrated: good for ranking and budgeting, not for invoices.
-COST_PER_TOKEN_S: dict[str, float] = {"tiny": 5e-7, "small": 2e-6, "base": 2e-5}
 
 # Known aspect names for feeds (which give only a size), as W:H; else the reduced ratio.
 KNOWN_ASPECTS = ("9:16", "16:9", "1:1", "4:5", "5:4", "4:3", "3:4", "2:3", "3:2", "21:9")
@@ -51,21 +44,6 @@ def _canonical(data: Any) -> bytes:
 def campaign_id(spec: CampaignSpec) -> str:
     """Content hash of the spec: sha256 of its canonical JSON (defaults included), 16 hex."""
     return hashlib.sha256(_canonical(spec.model_dump(mode="json"))).hexdigest()[:16]
-
-
-def estimate_gpu_s(
-    frames: np.ndarray,
-    width: np.ndarray,
-    height: np.ndarray,
-    geometry: Geometry,
-    preset: str,
-    steps: int,
-    cfg: bool,
-) -> np.ndarray:
-    """Rough GPU-seconds: the model's latent tokens × steps × (2 with guidance) × cost."""
-    tokens = geometry.latent_tokens(frames, width, height)
-    forwards = steps * (2 if cfg else 1)
-    return (tokens.astype(np.float64) * forwards * COST_PER_TOKEN_S[preset]).astype(np.float32)
 
 
 # --- identity --------------------------------------------------------------------------
@@ -152,15 +130,8 @@ def _finish(
     if explicit_seed is not None:  # a feed's pinned seed wins over the derived one
         pinned = explicit_seed.fill_null(-1).to_numpy(zero_copy_only=False)
         seeds = np.where(pinned >= 0, pinned, seeds)
-    cfg = settings.guidance > 1
-    est = estimate_gpu_s(
-        cols["frames"],
-        cols["width"],
-        cols["height"],
-        geometry,
-        settings.preset,
-        settings.steps,
-        cfg,
+    work = work_units(
+        cols["frames"], cols["width"], cols["height"], geometry, settings.steps, settings.guidance
     )
     cols.update(
         variant_id=ids,
@@ -170,7 +141,7 @@ def _finish(
         steps=np.full(n, settings.steps, np.int32),
         guidance=np.full(n, settings.guidance, np.float32),
         priority=np.full(n, settings.priority, np.int32),
-        est_gpu_s=est,
+        work=work,
     )
     table = pa.Table.from_arrays([_column(cols[f.name], f.type) for f in VARIANTS], schema=VARIANTS)
     if n and pc.count_distinct(table["variant_id"]).as_py() < n:
@@ -294,7 +265,8 @@ def expand_feed(
 
 
 def summary(variants: pa.Table) -> dict[str, Any]:
-    """Variant count, total estimated GPU-seconds, and counts by locale, format and product."""
+    """Variant count, total work (farm.campaign.cost prices it), counts by locale, format
+    and product."""
 
     def counts(column: str) -> dict[str, int]:
         grouped = variants.group_by(column).aggregate([(column, "count")])
@@ -303,7 +275,7 @@ def summary(variants: pa.Table) -> dict[str, Any]:
 
     return {
         "variants": variants.num_rows,
-        "est_gpu_s": float(pc.sum(variants["est_gpu_s"]).as_py() or 0.0),
+        "work": float(pc.sum(variants["work"]).as_py() or 0.0),
         "by_locale": counts("locale"),
         "by_format": counts("format"),
         "by_product": counts("product_id"),

@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from farm.campaign.cost import variant_work
 from farm.campaign.manifest_io import (
     ManifestError,
     ManifestStorageError,
@@ -109,7 +110,7 @@ class Progress:
     by_group: pa.Table  # status, locale, format, count
     completed_gpu_s: float  # measured gpu_seconds of completed variants
     throughput: float  # completed variants per second over the window
-    eta_s: float | None  # remaining est_gpu_s / est_gpu_s completed per second; None: no rate
+    eta_s: float | None  # remaining work / work completed per second; None: no rate
 
 
 def _latest_rows(events: pa.Table) -> pa.Array:
@@ -352,10 +353,11 @@ class Manifest:
         first = pc.min(status["ts"]).as_py()
         span = (now - max(start, first)).total_seconds() if first else 0.0
         recent = status.filter(pc.and_(completed, pc.greater_equal(status["ts"], start)))
-        est_rate = (pc.sum(recent["est_gpu_s"]).as_py() or 0.0) / span if span > 0 else 0.0
+        # Work (farm.campaign.cost) from each row's own columns, so older manifests count too.
+        rate = variant_work(recent).sum() / span if span > 0 and len(recent) else 0.0
         todo = status.filter(self._runnable(status, max_attempts))
-        remaining = pc.sum(todo["est_gpu_s"]).as_py() or 0.0
-        eta = 0.0 if not len(todo) else (remaining / est_rate if est_rate > 0 else None)
+        remaining = variant_work(todo).sum() if len(todo) else 0.0
+        eta = 0.0 if not len(todo) else (float(remaining / rate) if rate > 0 else None)
         return Progress(
             total=len(status),
             by_status=by_status,

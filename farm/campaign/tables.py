@@ -45,7 +45,7 @@ VARIANTS = pa.schema(
         ("steps", pa.int32()),
         ("guidance", pa.float32()),
         ("priority", pa.int32()),
-        ("est_gpu_s", pa.float32()),  # estimated GPU-seconds to render
+        ("work", pa.float64()),  # latent tokens x forwards (farm.campaign.cost prices it)
     ]
 )
 

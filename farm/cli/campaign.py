@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -27,9 +28,16 @@ def campaign_schema() -> None:
 @campaign_app.command("validate")
 def campaign_validate(
     path: str = typer.Argument(..., help="Campaign spec (.yaml/.json) or feed (.csv/.parquet)."),
+    root: str = ROOT,
 ) -> None:
-    """Check a spec or feed: errors name the field; prints variant count and GPU-seconds."""
+    """Check a spec or feed: errors name the field; prints variant count and GPU-seconds.
+
+    The estimate prices the campaign's work by measured renders of its model under --root
+    (farm.campaign.cost), or else by timing one render of it here; it says which.
+    """
+    from farm.campaign import cost
     from farm.campaign.expand import summary
+    from farm.campaign.manifest import Manifest, ManifestNotFound
     from farm.jobs.inputs import load_campaign
 
     try:
@@ -48,7 +56,15 @@ def campaign_validate(
     for locale, count in sorted(info["by_locale"].items()):
         table.add_row(locale, str(count))
     console.print(table)
-    console.print(f"estimated GPU time: {info['est_gpu_s']:.1f} GPU-seconds")
+    with errors("cannot estimate"), console.status("calibrating render time"):
+        est = cost.estimate(campaign.variants, cost.calibrate(campaign.variants, root))
+    console.print(f"estimated GPU time: {est['est_gpu_s']:.1f} GPU-seconds ({est['basis']})")
+    with contextlib.suppress(ManifestNotFound, OSError):  # not submitted here yet: fine
+        done = Manifest.open(root, campaign.campaign_id).progress()
+        console.print(
+            f"measured so far: {done.completed_gpu_s:.1f} GPU-seconds for "
+            f"{done.by_status['completed']} of {done.total} variants"
+        )
 
 
 def _job_option(name: str):

@@ -15,6 +15,7 @@ spent failure budget stops dispatch too; the rest stay pending for a resume.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pyarrow as pa
+
 from farm import metrics
+from farm.campaign import cost
 from farm.campaign.manifest import Manifest
 from farm.campaign.spec import FailureBudget
 from farm.campaign.tables import FAILURE_CODES
@@ -31,6 +35,8 @@ from farm.jobs.options import JobOptions
 from farm.output.render import output_dir, render_video, variant_order
 from farm.render.protocols import Executor
 from farm.storage import STORAGE_ERRORS
+
+log = logging.getLogger(__name__)
 
 # Failures a retry cannot fix: the same input fails the same way.
 _NOT_RETRIED = ("invalid_input", "policy_violation")
@@ -221,6 +227,7 @@ def render_concurrently(
                 report.retries += 1
 
     errors: list[BaseException] = []
+    rendered: list[tuple[dict, float]] = []  # completed variants and their render seconds
 
     def collect(done: set[Future], rows: dict[Future, dict]) -> None:
         for future in done:
@@ -232,6 +239,7 @@ def render_concurrently(
                 continue
             if outcome == "completed":
                 report.completed += 1
+                rendered.append((rows[future], seconds))
             elif outcome == "failed":
                 report.failed += 1
             else:
@@ -264,7 +272,29 @@ def render_concurrently(
         report.cancelled = mark_cancelled(manifest, writer, max_attempts)
     report.seconds = time.perf_counter() - start
     manifest.record_run(writer.epoch, {"worker": worker, **report.summary()})
+    record_calibration(executor, root, rendered, storage_options)
     return report
+
+
+def record_calibration(
+    executor: Executor,
+    root: str,
+    rendered: list[tuple[dict, float]],
+    storage_options: dict | None = None,
+) -> None:
+    """Add a pass's completed renders to its model's calibration on its device
+    (farm.campaign.cost), which prices the next estimate. Advisory: a failure is logged."""
+    if not rendered:
+        return
+    rows = pa.Table.from_pylist([row for row, _ in rendered])
+    seconds = sum(s for _, s in rendered)
+    try:
+        device = executor.model_info().get("device", "unknown")
+        work = float(cost.variant_work(rows).sum())
+        preset = str(rows["preset"][0].as_py())
+        cost.record(root, preset, device, seconds, work, len(rendered), storage_options)
+    except Exception as error:  # the renders and their events are safe; only the rate waits
+        log.warning("calibration not recorded: %s", error)
 
 
 def mark_cancelled(manifest: Manifest, writer: Any, max_attempts: int | None = None) -> int:

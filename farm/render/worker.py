@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 import model
+from farm.campaign.cost import device_label
 from farm.render.dispatch import as_tensor, unpack_steps
 from farm.render.engine import WindowStep, advance_windows
 from farm.render.halo import HaloLayout, run_round, window_advancer
@@ -46,6 +47,8 @@ class ModelWorker:
         )
         self.max_batch = max_batch
         self.cache_size = cache_size
+        # Where the forwards run, as calibrations name it (farm.campaign.cost).
+        self.device = device_label(_parameter_device(self.model) or device)
         self._conds: OrderedDict[str, TextCond] = OrderedDict()
         self._lock = threading.Lock()
         self.batch_sizes: list[int] = []  # one entry per forward, for tests and metrics
@@ -56,8 +59,13 @@ class ModelWorker:
         return self.model.latent_shape(frames, height, width)
 
     def model_info(self) -> dict[str, str]:
-        """Which model this replica holds: preset name and weights sha256 (for provenance)."""
-        return {"model": self.model.config.name, "weights_sha256": self.model.weights_digest()}
+        """Which model this replica holds: preset name and weights sha256 (for provenance),
+        and the device it runs on (for render-time calibration)."""
+        return {
+            "model": self.model.config.name,
+            "weights_sha256": self.model.weights_digest(),
+            "device": self.device,
+        }
 
     def encode(self, prompts: list[str]) -> TextCond:
         """Encodings of `prompts`, batched into one TextCond, from an LRU cache by prompt.
@@ -170,3 +178,12 @@ class ModelWorker:
             "busy_seconds": self.busy_seconds,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
+
+
+def _parameter_device(m: object) -> torch.device | None:
+    """The device of a model's first parameter, None when it has none to ask."""
+    parameters = getattr(m, "parameters", None)
+    try:
+        return next(iter(parameters())).device if callable(parameters) else None
+    except StopIteration:
+        return None

@@ -11,7 +11,8 @@ is a small token form (it sets the ``farm_token`` cookie) instead of JSON. Every
 else is an API route under the app-wide auth dependency, 401 JSON without a token:
 
     GET /dashboard/static/{name}                          the page's JS and CSS
-    GET /dashboard/api/campaigns/{id}/variants            finished and failed variants
+    GET /dashboard/api/campaigns/{id}/variants            finished and failed variants,
+                                                          GPU-seconds estimated and measured
     GET /dashboard/media/{campaign_id}/{variant_id}.jpg   poster (JPEG)
     GET /dashboard/media/{campaign_id}/{variant_id}.mp4   video (MP4; Range requests)
 
@@ -37,6 +38,7 @@ import pyarrow.compute as pc
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from farm.campaign import cost
 from farm.campaign.manifest import Manifest, ManifestNotFound
 from farm.output.render import output_dir
 from farm.serve.auth import COOKIE, Unauthorized, authenticate, current_tenant, deployment
@@ -147,6 +149,7 @@ def _variants(root: str, cid: str, options: dict[str, Any], limit: int) -> dict[
     failed = failed.sort_by([("ts", "descending"), ("variant_id", "ascending")])
     reasons = failed.group_by("error_code").aggregate([("variant_id", "count")]).to_pydict()
     return {
+        "cost": _cost(root, options, manifest.variants, done),
         "id": cid,
         "name": manifest.spec.get("name", cid),
         "completed_total": done.num_rows,
@@ -156,6 +159,22 @@ def _variants(root: str, cid: str, options: dict[str, Any], limit: int) -> dict[
         ),
         "completed": _rows(done.slice(0, limit)),
         "failed": _rows(failed.slice(0, limit)),
+    }
+
+
+def _cost(root: str, options: dict[str, Any], variants: pa.Table, done: pa.Table) -> dict:
+    """GPU-seconds estimated (farm.campaign.cost, from renders of the model measured under
+    this root) beside those measured, for the finished variants and the whole campaign."""
+    measured = pc.sum(done["gpu_seconds"]).as_py() or 0.0
+    out: dict[str, Any] = {"measured_s": measured, "finished": done.num_rows}
+    preset = str(variants["preset"][0].as_py()) if variants.num_rows else ""
+    cal = cost.load(root, preset, storage_options=options or None) if preset else None
+    if cal is None:
+        return out | {"estimated_s": None, "estimated_total_s": None, "basis": "not calibrated"}
+    return out | {
+        "estimated_s": float(cal.seconds_for(cost.variant_work(done).sum())),
+        "estimated_total_s": float(cal.seconds_for(cost.variant_work(variants).sum())),
+        "basis": cal.describe(),
     }
 
 

@@ -116,7 +116,21 @@
 
   // ---- /dashboard/campaigns/{id} ---------------------------------------------------------
 
-  function summary(progress) {
+  // Estimated beside measured GPU-seconds of the finished variants: the estimate prices
+  // their work by measured renders of the model (farm.campaign.cost), and says so.
+  function costCard(cost) {
+    const c = cost || {};
+    const known = c.estimated_s !== null && c.estimated_s !== undefined;
+    return el(
+      "div",
+      { class: "card", id: "gpu-estimate", "data-estimate": known ? c.estimated_s : "", "data-total": known ? c.estimated_total_s : "", title: c.basis || "" },
+      el("div", { class: "card-value", text: known ? number(c.estimated_s, 1) : "n/a" }),
+      el("div", { class: "card-label", text: "GPU-seconds estimated" }),
+      el("div", { class: "muted small", text: known ? `all variants: ${number(c.estimated_total_s, 1)}` : c.basis || "" }),
+    );
+  }
+
+  function summary(progress, cost) {
     const s = progress.by_status;
     const stalled = progress.state === "stalled";
     // With no live job, variants the manifest still has in progress are not rendering.
@@ -137,7 +151,8 @@
       cards,
       el("div", { class: "card", id: "throughput" }, el("div", { class: "card-value", text: number(perMin, 1) }), el("div", { class: "card-label", text: "variants / min" })),
       el("div", { class: "card", id: "eta" }, el("div", { class: "card-value", text: stalled ? "none: not running" : duration(progress.eta_s) }), el("div", { class: "card-label", text: "ETA" })),
-      el("div", { class: "card", id: "gpu-seconds" }, el("div", { class: "card-value", text: number(progress.completed_gpu_s, 1) }), el("div", { class: "card-label", text: "GPU-seconds" })),
+      el("div", { class: "card", id: "gpu-seconds", "data-measured": progress.completed_gpu_s }, el("div", { class: "card-value", text: number(progress.completed_gpu_s, 1) }), el("div", { class: "card-label", text: "GPU-seconds measured" })),
+      costCard(cost),
     );
   }
 
@@ -345,7 +360,7 @@
     const key = variants.completed.map((v) => v.variant_id).join(",");
     const grid = key === lastThumbs && document.getElementById("finished") ? document.getElementById("finished") : thumbnails(variants);
     lastThumbs = key;
-    app.replaceChildren(heading, jobPanel(progress), summary(progress), matrix(progress), failures(variants), grid);
+    app.replaceChildren(heading, jobPanel(progress), summary(progress, variants.cost), matrix(progress), failures(variants), grid);
     app.dataset.loaded = "true";
     clearTimeout(refresh);
     // Stalled or unknown may change (a resume from the CLI, the Jobs API back): keep asking.

@@ -14,12 +14,11 @@ import pytest
 import yaml
 
 import farm.campaign.fields
-from farm.campaign.expand import COST_PER_TOKEN_S, campaign_id, expand, expand_feed, summary
+from farm.campaign.expand import campaign_id, expand, expand_feed, summary
 from farm.campaign.feed import load_feed
 from farm.campaign.spec import CampaignDefaults, SpecError, load_spec
 from farm.campaign.tables import VARIANTS
 from farm.output.watermark import MIN_FRAMES
-from model.config import PRESETS
 from model.geometry import Geometry, geometry_of
 from tests.helpers.paths import EXAMPLES
 
@@ -58,7 +57,7 @@ def test_example_expands_to_12_variants_with_the_variants_schema() -> None:
     )
     seeds = np.array(table["seed"].to_pylist())
     assert ((seeds >= 0) & (seeds < 2**31)).all() and len(set(seeds)) == 12
-    assert pc.all(pc.greater(table["est_gpu_s"], 0)).as_py()
+    assert pc.all(pc.greater(table["work"], 0)).as_py()
 
 
 def test_prompts_are_filled_per_product_and_locale() -> None:
@@ -168,9 +167,9 @@ def test_expansion_asks_the_presets_model_and_keeps_no_rule(monkeypatch) -> None
     formats = [{"name": "square", "aspect": "1:1", "width": 256, "height": 256}]
     table = expand(spec_of(formats=formats, durations=[1, 2], fps=24))
     assert set(table["frames"].to_pylist()) == {25, 49}  # 8n+1 nearest 24 and 48 frames
-    one = table.filter(pc.equal(table["frames"], 25))["est_gpu_s"][0].as_py()
+    one = table.filter(pc.equal(table["frames"], 25))["work"][0].as_py()
     tokens = 4 * 8 * 8  # 25 frames → 4 latent frames of 8 x 8 tokens (256 / 32)
-    assert one == pytest.approx(tokens * 8 * 2 * COST_PER_TOKEN_S["small"], rel=1e-6)
+    assert one == tokens * 8 * 2  # x 8 steps x 2 forwards (guidance)
     with pytest.raises(SpecError) as info:  # 144 is a multiple of 16, not of 32
         spec_of()
     assert "formats[0].width: 144 must be a positive multiple of 32 (model 'ltx')" in str(
@@ -192,18 +191,17 @@ def test_expand_feed_checks_sizes_against_its_preset(monkeypatch) -> None:
     }
 
 
-def test_cost_grows_with_tokens_steps_guidance_and_preset() -> None:
-    assert set(COST_PER_TOKEN_S) == set(PRESETS)
+def test_work_grows_with_tokens_steps_and_guidance() -> None:
     one = expand(spec_of(steps=10))
-    est = dict(zip(one["format"].to_pylist(), one["est_gpu_s"].to_pylist(), strict=False))
-    assert est["stories"] == pytest.approx(est["landscape"])  # same token count, transposed
-    total = summary(one)["est_gpu_s"]
-    assert summary(expand(spec_of(steps=20)))["est_gpu_s"] == pytest.approx(2 * total)
-    assert summary(expand(spec_of(steps=10, guidance=1)))["est_gpu_s"] == pytest.approx(total / 2)
-    assert summary(expand(spec_of(steps=10, preset="base")))["est_gpu_s"] > 5 * total
-    assert summary(expand(spec_of(steps=10, durations=[2])))["est_gpu_s"] > 1.5 * total
-    # 1 s, 144x256: 7 latent frames × 9 × 16 tokens, 10 steps × 2 (CFG), small preset.
-    assert est["stories"] == pytest.approx(7 * 9 * 16 * 20 * COST_PER_TOKEN_S["small"], rel=1e-6)
+    work = dict(zip(one["format"].to_pylist(), one["work"].to_pylist(), strict=False))
+    assert work["stories"] == work["landscape"]  # same token count, transposed
+    total = summary(one)["work"]
+    assert summary(expand(spec_of(steps=20)))["work"] == 2 * total
+    assert summary(expand(spec_of(steps=10, guidance=1)))["work"] == total / 2
+    assert summary(expand(spec_of(steps=10, durations=[2])))["work"] > 1.5 * total
+    # 1 s, 144x256: 7 latent frames × 9 × 16 tokens, 10 steps × 2 (CFG); seconds are
+    # measured per model and device (farm.campaign.cost), never a constant here.
+    assert work["stories"] == 7 * 9 * 16 * 20
 
 
 # --- scale -----------------------------------------------------------------------------
@@ -256,7 +254,7 @@ def test_100k_variants_expand_in_well_under_a_second() -> None:
     assert len(stats["by_locale"]) == 50 and set(stats["by_locale"].values()) == {2_000}
     assert stats["by_format"] == {"a": 25_000, "b": 25_000, "c": 25_000, "d": 25_000}
     assert set(stats["by_product"].values()) == {10_000}
-    assert stats["est_gpu_s"] == pytest.approx(float(np.sum(table["est_gpu_s"].to_numpy())))
+    assert stats["work"] == pytest.approx(float(np.sum(table["work"].to_numpy())))
 
 
 # --- feeds -----------------------------------------------------------------------------
@@ -304,7 +302,7 @@ def test_summary_of_nothing() -> None:
     empty = VARIANTS.empty_table()
     assert summary(empty) == {
         "variants": 0,
-        "est_gpu_s": 0.0,
+        "work": 0.0,
         "by_locale": {},
         "by_format": {},
         "by_product": {},

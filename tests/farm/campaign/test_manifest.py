@@ -77,7 +77,7 @@ def make_variants(n: int, campaign_id: str = CAMPAIGN) -> pa.Table:
         "steps": pa.array(np.full(n, 20, np.int32)),
         "guidance": pa.array(np.full(n, 5.0, np.float32)),
         "priority": pa.array((i % 5).astype(np.int32)),
-        "est_gpu_s": pa.array(np.full(n, 10.0, np.float32)),
+        "work": pa.array(np.full(n, 10.0)),
     }
     return pa.table(columns, schema=VARIANTS)
 
@@ -161,8 +161,8 @@ def test_half_created_campaign_is_not_found_until_create_finishes(storage: Stora
 def test_create_names_the_wrong_column(storage: Storage) -> None:
     root, options = storage
     variants = make_variants(3)
-    with pytest.raises(ValueError, match="missing column 'est_gpu_s'"):
-        Manifest.create(root, CAMPAIGN, {}, variants.drop_columns(["est_gpu_s"]), options)
+    with pytest.raises(ValueError, match="missing column 'work'"):
+        Manifest.create(root, CAMPAIGN, {}, variants.drop_columns(["work"]), options)
     bad = variants.set_column(7, "width", pa.array(["wide"] * 3))
     with pytest.raises(ValueError, match="column 'width' has type string"):
         Manifest.create(root, CAMPAIGN, {}, bad, options)

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import playwright.sync_api as playwright_api
+import pyarrow.compute as pc
 import pytest
 import requests
 import yaml
 
+from farm.campaign import cost
 from farm.campaign.manifest import Manifest
 from farm.campaign.spec import load_spec
 from farm.jobs.client import prepare_campaign
@@ -37,6 +39,7 @@ class Farm:
     url: str
     manifest: Manifest
     campaign_id: str
+    base: str  # acme's storage root
 
 
 def _spec() -> dict:
@@ -77,7 +80,7 @@ def farm(serve_http, tmp_path_factory) -> Farm:
     )
     # At /: the page's links and the media URLs are absolute.
     with deployed(build_app(args), "dashboard", "/", http=serve_http):
-        yield Farm(serve_http, manifest, manifest.campaign_id)
+        yield Farm(serve_http, manifest, manifest.campaign_id, base)
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +176,20 @@ def test_campaign_page_in_a_browser(farm: Farm, browser, tmp_path: Path):
             want = expected[(locale, fmt)]
             assert (completed, failed, total) == (want["completed"], want["failed"], 1)
         assert page.text_content("#eta .card-value")
+
+        # GPU-seconds of the finished variants: estimated (their work priced by the renders
+        # the job measured under acme's root) beside measured.
+        calibration = cost.load(farm.base, "tiny")
+        assert calibration is not None and calibration.source == "renders"
+        assert calibration.renders == 3 and calibration.device == "cpu"
+        rows = farm.manifest.status()
+        done = rows.filter(pc.equal(rows["status"], "completed"))
+        measured = float(page.get_attribute("#gpu-seconds", "data-measured"))
+        estimated = float(page.get_attribute("#gpu-estimate", "data-estimate"))
+        assert measured == pytest.approx(progress.completed_gpu_s, rel=1e-5)
+        assert estimated == pytest.approx(calibration.seconds_for(cost.variant_work(done).sum()))
+        assert 0.5 < estimated / measured < 2, (estimated, measured)
+        assert "measured on 3 finished renders" in page.get_attribute("#gpu-estimate", "title")
 
         # Failures with their reasons.
         (bad,) = [r for r in status if r["status"] == "failed"]
