@@ -144,4 +144,4 @@ def test_the_director_writes_what_the_render_path_writes(farm, executor, tmp_pat
     order = video_order(CreateVideoRequest(**body), video["id"], TINY)
     local = render_video(executor, order, str(tmp_path))
     assert Path(local.mp4_url).read_bytes() == served.read_bytes()
-    assert probe_mp4(served.read_bytes()).frames == TINY.frames_for(0.5, 8)
+    assert probe_mp4(served.read_bytes()).frames == TINY.frames_for(0.5, 32)
