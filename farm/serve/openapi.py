@@ -68,11 +68,10 @@ _WHY = {
     429: "Over one of the tenant's quotas (Retry-After; param names the quota).",
     503: "The Director or Ray's Jobs API did not answer in time (busy: Retry-After).",
 }
-_VIDEO = ("GET", "/v1/videos/{video_id}")
 # (method, path) -> the error statuses the operation answers (401 is added where secured).
 ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/v1/videos"): (400, 413, 415, 422, 429, 503),
-    _VIDEO: (404, 422, 503),
+    ("GET", "/v1/videos/{video_id}"): (404, 422, 503),
     ("DELETE", "/v1/videos/{video_id}"): (404, 503),
     ("GET", "/v1/videos/{video_id}/content"): (404, 409, 422, 503),
     ("POST", "/v1/campaigns"): (400, 409, 413, 415, 422, 429, 503),
@@ -99,7 +98,11 @@ _SHORT = (
 )
 _PROMPT_BYTES = ("limit_exceeded", r"(negative_)?prompt", "at most max_prompt_bytes UTF-8 bytes")
 BEYOND_SCHEMA: dict[tuple[str, str], tuple[tuple[str, str, str], ...]] = {
-    ("POST", "/v1/videos"): (_SHORT, _PROMPT_BYTES),
+    ("POST", "/v1/videos"): (
+        _SHORT,
+        _PROMPT_BYTES,
+        ("policy_violation", r"(negative_)?prompt", "the tenant's prompt policy"),
+    ),
     ("POST", "/v1/campaigns"): (
         (
             "invalid_campaign",
