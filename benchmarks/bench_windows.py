@@ -24,6 +24,7 @@ from farm.render.executors import LocalExecutor, RayExecutor
 from farm.render.halo import run_round
 from farm.render.seams import pixel_boundaries, seam_ratio
 from model.geometry import geometry_of
+from model.sampling import flow_timesteps
 
 FPS, SIZE = 24, 128  # one resolution for every length: 1:1 feed format
 # Frame counts, latent sizes and seam positions are the models' (model.geometry).
@@ -190,6 +191,9 @@ class SleepWorker:
 
     def latent_shape(self, frames, height, width):
         return (16, BASE.latent_frames(frames), *BASE.latent_size(width, height))
+
+    def timesteps(self, steps, frames, height, width):
+        return flow_timesteps(steps, 3.0).tolist()
 
     def _forward(self, windows: int, guided: bool, steps: int = 1) -> None:
         rows = windows * (2 if guided else 1)  # a guided step is two rows of a forward

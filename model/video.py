@@ -17,6 +17,7 @@ from model.checkpoint import state_bytes
 from model.config import ModelConfig
 from model.dit import DiT
 from model.geometry import Geometry
+from model.sampling import flow_timesteps
 from model.text import TextCond, TextEncoder
 from model.vae import CausalVideoVAE
 
@@ -67,6 +68,19 @@ class VideoModel(nn.Module):
         T = geometry.latent_frames(frames)
         H, W = geometry.latent_size(width, height)
         return (self.latent_channels, T, H, W)
+
+    def timesteps(
+        self,
+        steps: int,
+        frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+    ) -> Tensor:
+        """This model's sampling schedule: flow times [steps + 1] from 1 to 0 (its shift).
+
+        The size is unused here (some models' schedules depend on it, e.g. LTX-Video's).
+        """
+        return flow_timesteps(steps, self.config.shift)
 
     # --- text ------------------------------------------------------------------------
     def encode_text(self, prompts: list[str]) -> TextCond:

@@ -77,7 +77,12 @@ class VideoJob(BaseModel):
     fps: int = Field(24, ge=1, description="Frames per second (maps storyboard times).")
     steps: int = Field(20, ge=1, description="Denoising steps.")
     guidance: float = Field(4.0, ge=1, description="Classifier-free guidance (1 = off).")
-    shift: float = Field(3.0, gt=0, description="Flow-matching timestep shift.")
+    shift: float | None = Field(
+        None,
+        gt=0,
+        description="Flow-matching timestep shift; None: the model's own schedule (asked of "
+        "the executor), which is what every render path uses.",
+    )
     seed: int = Field(0, ge=0, description="Noise seed; the same seed gives the same video.")
     sampler: str = Field("euler", description="euler or heun (heun needs sync_every=1).")
     window: int = Field(
@@ -300,7 +305,7 @@ def sample_latents(
     x = noise(shape, job.seed)  # drawn once for the whole video: identical on any layout
     plan = job.plan()
     prompts = job.window_prompts(plan)
-    ts = flow_timesteps(job.steps, job.shift)
+    ts = job_timesteps(executor, job)
     guide = (prompts, job.negative_prompt, job.guidance)
 
     if job.sampler != "euler":
@@ -334,6 +339,14 @@ def sample_latents(
             last = min((r + 1) * job.sync_every, job.steps)
             callback(last - 1, x, ts[last].expand(1))
     return x
+
+
+def job_timesteps(executor: StepExecutor, job: VideoJob) -> Tensor:
+    """The job's schedule, float32 [steps + 1]: its own shift if set, else the model's."""
+    if job.shift is not None:
+        return flow_timesteps(job.steps, job.shift)
+    ts = executor.timesteps(job.steps, job.frames, job.height, job.width)
+    return torch.as_tensor(ts, dtype=torch.float32)
 
 
 def decode_video(executor: Executor, z: Tensor, chunk: int) -> Tensor:

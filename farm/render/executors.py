@@ -57,6 +57,9 @@ class LocalExecutor:
     def model_info(self) -> dict[str, str]:
         return self.worker.model_info()
 
+    def timesteps(self, steps: int, frames: int, height: int, width: int) -> list[float]:
+        return self.worker.timesteps(steps, frames, height, width)
+
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
         return self.worker.run_steps(steps)
 
@@ -118,6 +121,10 @@ class RayExecutor:
         if key not in self._shapes:
             self._shapes[key] = self._run([("latent_shape", key)])[0]
         return self._shapes[key]
+
+    def timesteps(self, steps: int, frames: int, height: int, width: int) -> list[float]:
+        """The model's schedule for this size (asked of one actor)."""
+        return self._run([("timesteps", (steps, frames, height, width))])[0]
 
     def _per_call(self, guidance: float) -> int:
         """Window-steps per actor call: a guided step is two rows of a forward."""

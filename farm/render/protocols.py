@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 class StepExecutor(Protocol):
-    """Required: the latent's shape, and the guided velocity of window-steps."""
+    """Required: the latent's shape, the model's schedule, and guided window-step velocities."""
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C, T, H, W) of the latent for a video of this size."""
@@ -30,6 +30,11 @@ class StepExecutor(Protocol):
 
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
         """The guided velocity [C, T_w, H, W] of every window-step, in order."""
+        ...
+
+    def timesteps(self, steps: int, frames: int, height: int, width: int) -> list[float]:
+        """The model's own sampling schedule for a video of this size: steps + 1 flow times,
+        1 → 0 (a model fact: its shift, or a schedule that depends on the size)."""
         ...
 
 

@@ -58,6 +58,10 @@ class ModelWorker:
         """(C, T, H, W) of the latent for a video of this size."""
         return self.model.latent_shape(frames, height, width)
 
+    def timesteps(self, steps: int, frames: int, height: int, width: int) -> list[float]:
+        """The model's sampling schedule for a video of this size (flow times, 1 → 0)."""
+        return self.model.timesteps(steps, frames, height, width).float().tolist()
+
     def model_info(self) -> dict[str, str]:
         """Which model this replica holds: preset name and weights sha256 (for provenance),
         and the device it runs on (for render-time calibration)."""

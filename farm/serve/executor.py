@@ -52,6 +52,10 @@ class ServeExecutor:
             self._shapes[key] = tuple(self._run([("latent_shape", key)])[0])
         return self._shapes[key]
 
+    def timesteps(self, steps: int, frames: int, height: int, width: int) -> list[float]:
+        """The pool's model's schedule for this size (every replica holds the same model)."""
+        return self._run([("timesteps", (steps, frames, height, width))])[0]
+
     def model_info(self) -> dict[str, str]:
         """The pool's model (every replica loads the same reference)."""
         if self._info is None:

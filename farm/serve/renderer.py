@@ -191,6 +191,10 @@ class Renderer:
         """(C, T, H, W) of the latent for a video of this size."""
         return tuple(self.worker.latent_shape(frames, height, width))
 
+    def timesteps(self, steps: int, frames: int, height: int, width: int) -> list[float]:
+        """The model's sampling schedule for a video of this size (flow times, 1 → 0)."""
+        return self.worker.timesteps(steps, frames, height, width)
+
     async def model_info(self) -> dict[str, str]:
         """{"model": preset, "weights_sha256": ...} of this replica's model (hashed once)."""
         if self._info is None:

@@ -13,7 +13,9 @@ import torch
 from torch import Tensor
 
 from farm.render.engine import WindowStep
+from model.config import ModelConfig
 from model.geometry import Geometry, geometry_of
+from model.sampling import flow_timesteps
 
 
 class FunctionExecutor:
@@ -25,10 +27,14 @@ class FunctionExecutor:
         # The latent layout of a model of this geometry (the bundled presets': tiny's).
         self.geometry = geometry_of(geometry) if isinstance(geometry, str) else geometry
         self.calls = 0
+        self.shift = ModelConfig.model_fields["shift"].default  # the bundled models' schedule
 
     def latent_shape(self, frames: int, height: int, width: int):
         T = self.geometry.latent_frames(frames)
         return (self.channels, T, *self.geometry.latent_size(width, height))
+
+    def timesteps(self, steps: int, frames: int, height: int, width: int) -> list[float]:
+        return flow_timesteps(steps, self.shift).tolist()
 
     def velocities(self, steps: list[WindowStep]) -> list[Tensor]:
         self.calls += len(steps)

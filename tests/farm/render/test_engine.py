@@ -98,10 +98,10 @@ def test_sync_every_at_least_steps_is_independent_windows_blended_once():
     ]
     # Each part above starts from its own noise; redo with the shared noise slices instead.
     from model.generate import noise
-    from model.sampling import euler, flow_timesteps
+    from model.sampling import euler
 
     x = noise((1, *ex.latent_shape(j.frames, 32, 32)), j.seed)
-    ts = flow_timesteps(5, j.shift)
+    ts = torch.tensor(ex.timesteps(5, j.frames, 32, 32))
     fn = temporal_gaussian(rho=0.9)
     parts = [
         euler(lambda z, t: fn(z[0], float(t[0]), "")[None], x[:, :, a:b], ts)
