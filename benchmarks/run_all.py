@@ -2,6 +2,7 @@
 
 from benchmarks import (
     bench_campaign,
+    bench_diffusers,
     bench_manifest,
     bench_model,
     bench_serve,
@@ -17,6 +18,7 @@ def main() -> None:
     bench_serve.main(["small", "tiny"])
     bench_windows.main([])
     bench_watermark.main()
+    bench_diffusers.main([])
 
 
 if __name__ == "__main__":
