@@ -44,7 +44,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -191,7 +191,29 @@ class Settings(BaseSettings):
     model: str = Field(
         "small",
         min_length=1,
-        description="Model to render with: a preset name (e.g. small) or a checkpoint URL.",
+        description="Model to render with: a preset name (e.g. small), a checkpoint URL, or "
+        "an open checkpoint as 'diffusers:<local dir or fsspec URL>' (Wan, LTX-Video, "
+        "CogVideoX).",
+    )
+    model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Weights' dtype. auto: the loader's choice (a diffusers checkpoint: "
+        "bfloat16 on CUDA, float32 on CPU; the bundled models: float32).",
+    )
+    text_encoder_device: str = Field(
+        "",
+        description="Where a diffusers checkpoint's text encoder runs: '' beside the model, "
+        "or 'cpu' to keep a large one (UMT5-XXL, about 11 GB) off the GPU.",
+    )
+    attention: Literal["sdpa", "flash", "xformers"] = Field(
+        "sdpa",
+        description="Attention of a diffusers checkpoint: torch SDPA, or flash / xformers "
+        "(CUDA only).",
+    )
+    model_cache: str = Field(
+        "",
+        description="Local directory where a diffusers checkpoint on fsspec storage (s3://...) "
+        "is copied once and checked ('': model.diffusers.cache's default, ~/.cache/farm/models).",
     )
 
     # ---- renderer pool (Ray Serve deployment on the GPU workers) ----------------------------
@@ -321,6 +343,16 @@ class Settings(BaseSettings):
         "gpu_seconds_per_day (None: unlimited). Fields merge per field: tenant over '*' "
         "over the defaults (8, 2, 10000, unlimited).",
     )
+
+    def model_load(self) -> dict[str, Any]:
+        """`ModelWorker`'s load options, as plain values (they travel to actors); the
+        worker keeps those its model takes (`farm.render.worker.load_options`)."""
+        return {
+            "dtype": self.model_dtype,
+            "attention": self.attention,
+            "text_device": self.text_encoder_device or None,
+            "cache_dir": self.model_cache or None,
+        }
 
     # ---- validators -------------------------------------------------------------------------
     @field_validator("storage_root", "model", "jobs_address", "app_name")

@@ -34,6 +34,7 @@ from farm.jobs.loop import render_concurrently
 from farm.jobs.options import JobOptions
 from farm.render.protocols import Closeable
 from farm.serve.resources import Unschedulable
+from farm.settings import get_settings
 
 SERVE_APP_WAIT_S = 20.0  # how long a job asks for its Serve app before using its own actors
 
@@ -70,8 +71,10 @@ def _executor(preset: str, actors: int, serve_app: str | None, priority: int = 0
     # Ray would wait forever for actors it cannot place: the job would sit at 0/N.
     pool = ActorGroup("the job's model actors", actors, 1.0, 0.0, "actors", "actor")
     check_fits([pool], free_resources())
-    print(f"rendering on {actors} actor(s) with preset {preset!r}", flush=True)
-    return RayExecutor(preset, num_actors=actors, num_cpus=pool.cpus)
+    print(f"rendering on {actors} actor(s) with model {preset!r}", flush=True)
+    # The model's load options (dtype, text encoder, cache) are the environment's settings.
+    load = get_settings().model_load()
+    return RayExecutor(preset, num_actors=actors, num_cpus=pool.cpus, load=load)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, JobOptions]:

@@ -64,3 +64,15 @@ def serve_http(ray_cluster: RayHead) -> Iterator[str]:
 
     with serve_started(ray_cluster) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def tiny_wan(tmp_path_factory) -> str:
+    """A tiny random Wan 2.1 diffusers checkpoint, saved once: its `diffusers:` reference."""
+    pytest.importorskip("diffusers")
+    from tests.model.diffusers import tiny as tiny_pipelines
+
+    torch.set_num_threads(2)
+    folder = tmp_path_factory.mktemp("tiny-wan")
+    tiny_pipelines.wan21().save_pretrained(folder)
+    return f"diffusers:{folder}"

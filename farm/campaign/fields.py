@@ -144,7 +144,8 @@ class RenderSettings(SpecModel):
     fps: Fps = Field(24, description="Frames per second.")
     preset: str = Field(
         setting_default("model"),
-        description=f"Model preset, one of {sorted(PRESETS)}; its frame rule and pixel "
+        description=f"The model: a preset ({', '.join(sorted(PRESETS))}), a checkpoint URL, "
+        "or 'diffusers:<dir or URL>' (Wan, LTX-Video, CogVideoX); its frame rule and pixel "
         "multiple decide the valid sizes and frame counts.",
     )
     steps: int = Field(20, ge=1, le=1000, description="Denoising steps.")
@@ -154,9 +155,11 @@ class RenderSettings(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _known_preset(self) -> RenderSettings:
-        if self.preset not in PRESETS:
-            raise Issues([("preset", f"unknown preset {self.preset!r}; one of {sorted(PRESETS)}")])
+    def _known_model(self) -> RenderSettings:
+        try:
+            geometry_of(self.preset)
+        except ValueError as e:
+            raise Issues([("preset", str(e))]) from None
         return self
 
     @property
@@ -169,8 +172,13 @@ DEFAULT_PRESET: str = RenderSettings.model_fields["preset"].default
 
 
 def preset_geometry(preset: Any) -> Geometry | None:
-    """The geometry of a known preset, None for anything else (its own error reports it)."""
-    return geometry_of(preset) if isinstance(preset, str) and preset in PRESETS else None
+    """The geometry of a model reference, None if it names none (its own error reports it)."""
+    if not isinstance(preset, str):
+        return None
+    try:
+        return geometry_of(preset)
+    except ValueError:
+        return None
 
 
 # --- errors in the user's terms --------------------------------------------------------

@@ -363,14 +363,28 @@ def parse_document(source: str | bytes, fmt: Literal["yaml", "json"] | None = No
 
 
 def load_spec(
-    source: str | bytes | dict[str, Any], *, fmt: Literal["yaml", "json"] | None = None
+    source: str | bytes | dict[str, Any],
+    *,
+    fmt: Literal["yaml", "json"] | None = None,
+    model: str | None = None,
 ) -> CampaignSpec:
-    """A validated CampaignSpec from YAML/JSON text or a dict; SpecError for anything else."""
+    """A validated CampaignSpec from YAML/JSON text or a dict; SpecError for anything else.
+
+    `model`: the one model the spec may name (a farm's served model). It is the default,
+    and any other `preset` is refused before anything reads it: over the API, a spec never
+    makes the farm open a path or URL of its choosing.
+    """
     data = source if isinstance(source, dict) else parse_document(source, fmt)
     if not isinstance(data, dict):
         raise SpecError(
             [("spec", f"must be a mapping at the top level (got {type(data).__name__})")]
         )
+    if model is not None:
+        named = data.get("preset", model)
+        if named != model:
+            shown = repr(named)[:80]
+            raise SpecError([("preset", f"this farm serves model {model!r}, not {shown}")])
+        data = {**data, "preset": model}
     # The preset decides which sizes are valid, so its geometry checks every size while
     # the fields validate, and a bad size is reported with every other error.
     geometry = preset_geometry(data.get("preset", DEFAULT_PRESET))

@@ -6,6 +6,7 @@ import time
 from dataclasses import fields
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from farm.cli.common import app, console, progress_bar
@@ -33,17 +34,31 @@ def render(
         _DEFAULT["guidance"], help="Classifier-free guidance scale (1 = off)."
     ),
     seed: int = typer.Option(_DEFAULT["seed"], help="Noise seed: same seed, same video."),
-    preset: str = typer.Option(_DEFAULT["preset"], help="Model preset or checkpoint URL."),
+    preset: str = typer.Option(
+        _DEFAULT["preset"],
+        "--model",
+        "--preset",
+        help="Model: a preset, a checkpoint URL, or diffusers:<dir or URL> (Wan, LTX-Video, "
+        "CogVideoX).",
+    ),
+    window: int = typer.Option(
+        setting_default("window"), help="Window length in latent frames (long videos)."
+    ),
+    overlap: int = typer.Option(
+        setting_default("overlap"), help="Overlap of consecutive windows, in latent frames."
+    ),
     out: str = typer.Option(
         f"{setting_default('storage_root')}/renders", help="Output directory or fsspec URL."
     ),
 ) -> None:
     """Render one video in this process and write MP4 + poster + provenance JSON."""
     import model
-    from farm.output.render import render_video, request_order
+    from farm.output.render import render_video, request_order, video_job
     from farm.output.watermark import length_problem
     from farm.render.executors import LocalExecutor
+    from farm.render.worker import load_options
     from farm.serve.wire import parse_size
+    from farm.settings import get_settings
 
     try:
         width, height = parse_size(size)
@@ -51,9 +66,16 @@ def render(
             prompt, negative_prompt, seconds, fps, width, height, steps, guidance, seed, preset
         )
         with console.status(f"loading model {preset!r}"):
-            m = model.load(preset)
+            m = model.load(
+                preset,
+                **load_options(preset, get_settings().model_load()),
+            )
         order = request_order(request, request.video_id(), m.geometry)
         m.latent_shape(order.frames, height, width)  # validate before any compute
+        try:  # the window layout, too
+            video_job(order, window=window, overlap=overlap)
+        except ValidationError as e:
+            raise ValueError(f"--window/--overlap: {e.errors()[0]['msg']}") from None
         too_short = length_problem(seconds, fps, order.frames)
         if too_short:
             raise ValueError(f"--seconds: {too_short}")
@@ -68,6 +90,8 @@ def render(
             order,
             out,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+            window=window,
+            overlap=overlap,
         )
     table = Table(title=f"rendered in {time.perf_counter() - start:.1f} s")
     for column in ("file", "bytes", "sha256"):

@@ -48,8 +48,9 @@ class LocalExecutor:
         *,
         max_batch: int = setting_default("renderer_max_batch"),
         device: str = "cpu",
+        load: dict | None = None,
     ):
-        self.worker = ModelWorker(model_ref, max_batch=max_batch, device=device)
+        self.worker = ModelWorker(model_ref, max_batch=max_batch, device=device, load=load)
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         return self.worker.latent_shape(frames, height, width)
@@ -89,6 +90,7 @@ class RayExecutor:
         threads: int | None = 1,
         max_resends: int = setting_default("max_resends"),
         worker: type = ModelWorker,
+        load: dict | None = None,
     ):
         if num_actors < 1:
             raise ValueError(f"num_actors must be >= 1, got {num_actors}")
@@ -96,7 +98,12 @@ class RayExecutor:
         self._options = {"num_gpus": num_gpus, "num_cpus": num_cpus, "max_restarts": 0}
         self._init = (
             model_ref,
-            {"max_batch": max_batch, "threads": threads, "device": "cuda" if num_gpus else "cpu"},
+            {
+                "max_batch": max_batch,
+                "threads": threads,
+                "device": "cuda" if num_gpus else "cpu",
+                **({"load": load} if load else {}),
+            },
         )
         self.max_batch = max_batch
         self.resender = Resender(max_resends, pool="Ray actor")

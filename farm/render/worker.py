@@ -12,6 +12,7 @@ import resource
 import threading
 import time
 from collections import OrderedDict, defaultdict
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,25 @@ from farm.render.dispatch import as_tensor, unpack_steps
 from farm.render.engine import WindowStep, advance_windows
 from farm.render.halo import HaloLayout, run_round, window_advancer
 from farm.settings import setting_default
+from model.diffusers import PREFIX as DIFFUSERS_PREFIX
 from model.text import TextCond
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_options(ref: str, load: dict[str, Any]) -> dict[str, Any]:
+    """`model.load` keywords for `ref` from `Settings.model_load`'s plain values: the dtype
+    by name, and the text encoder, attention and cache options for diffusers checkpoints
+    only (the bundled models take none of them)."""
+    options = {k: v for k, v in load.items() if v is not None}
+    dtype = options.pop("dtype", "auto")
+    if dtype not in ("auto", *_DTYPES):
+        raise ValueError(f"model_dtype must be auto or one of {sorted(_DTYPES)}, got {dtype!r}")
+    if not ref.startswith(DIFFUSERS_PREFIX):
+        options = {}
+    if dtype in _DTYPES:
+        options["dtype"] = _DTYPES[dtype]
+    return options
 
 
 class ModelWorker:
@@ -37,19 +56,23 @@ class ModelWorker:
         device: str = "cpu",
         threads: int | None = None,
         cache_size: int = 512,
+        load: dict[str, Any] | None = None,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if threads:
             torch.set_num_threads(threads)
         self.model = (
-            model_ref if not isinstance(model_ref, str) else model.load(model_ref, device=device)
+            model_ref
+            if not isinstance(model_ref, str)
+            else model.load(model_ref, device=device, **load_options(model_ref, load or {}))
         )
         self.max_batch = max_batch
         self.cache_size = cache_size
         # Where the forwards run, as calibrations name it (farm.campaign.cost).
         self.device = device_label(_parameter_device(self.model) or device)
-        self._conds: OrderedDict[str, TextCond] = OrderedDict()
+        self._conds: OrderedDict[tuple[str, str], TextCond] = OrderedDict()
+        self.encoded = 0  # prompts encoded (cache misses), for tests and metrics
         self._lock = threading.Lock()
         self.batch_sizes: list[int] = []  # one entry per forward, for tests and metrics
         self.busy_seconds = 0.0
@@ -72,18 +95,23 @@ class ModelWorker:
         }
 
     def encode(self, prompts: list[str]) -> TextCond:
-        """Encodings of `prompts`, batched into one TextCond, from an LRU cache by prompt.
+        """Encodings of `prompts`, batched into one TextCond, from an LRU cache keyed by
+        the weights' digest and the prompt: a prompt is encoded once per replica, not once
+        per window-step (`encoded` counts the encodings).
 
         Thread-safe: a Renderer replica may run an interactive call beside a campaign one.
         """
         with self._lock:
-            for prompt in dict.fromkeys(p for p in prompts if p not in self._conds):
+            digest = self.model.weights_digest()  # computed once per model
+            keys = [(digest, p) for p in prompts]
+            for key in dict.fromkeys(k for k in keys if k not in self._conds):
                 # Alone, not batched with others: an encoding must not depend on its
                 # neighbours' padding, or the same prompt and seed would not give the same file.
-                self._conds[prompt] = self.model.encode_text([prompt])
-            for prompt in prompts:
-                self._conds.move_to_end(prompt)
-            conds = [self._conds[p] for p in prompts]
+                self._conds[key] = self.model.encode_text([key[1]])
+                self.encoded += 1
+            for key in keys:
+                self._conds.move_to_end(key)
+            conds = [self._conds[k] for k in keys]
             while len(self._conds) > self.cache_size:
                 self._conds.popitem(last=False)
         return TextCond.cat(conds)

@@ -108,6 +108,7 @@ class Api:
         self.director = director  # DeploymentHandle of a Director
         self.root = storage_root
         # The served model's frame and size rules, read once (torch-free: its config only).
+        self.model = model  # the one model a spec or request may name
         self.geometry = geometry_of(model)
         self.limits = Limits.model_validate(limits or {})
         self.storage_options = dict(storage_options or {})
@@ -134,9 +135,19 @@ class Api:
         body = {"status": "ok" if ok else "degraded", "jobs": jobs}
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    @app.get("/v1/models")
+    async def models(self) -> dict[str, Any]:
+        """The model this deployment serves, with its frame and size rules."""
+        g = self.geometry
+        rules = {"frame_rule": g.frame_rule, "pixel_multiple": g.pixel_multiple}
+        return {"data": [{"id": self.model, "max_frames": g.max_frames, **rules}]}
+
     @app.post("/v1/videos", status_code=201)
     async def create(self, body: VideoRequest, tenant: str = Tenant) -> dict[str, Any]:
         """Queue a video (or find the same request's video); 201 with its state."""
+        if body.model not in (None, self.model):
+            message = f"model: this farm serves {self.model!r}, not {body.model[:80]!r}"
+            raise RequestError(422, "invalid_request", message, "model")
         check_request_geometry(body, self.geometry)  # a size the model cannot render at all
         self.limits.check(body)
         self._check_policy(
@@ -220,6 +231,7 @@ class Api:
             limits=self.limits,
             policy=policy_for(self.policies, tenant),
             quota=quota,
+            model=self.model,
         )
 
     @app.get("/v1/campaigns")

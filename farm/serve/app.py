@@ -77,6 +77,7 @@ def farm_app(settings: Settings) -> Application:
         bulk_batch_videos=_campaign_share(s.renderer_batch_videos, s.interactive_headroom),
         bulk_forward_rows=_campaign_share(s.renderer_max_batch, s.interactive_headroom),
         interactive_threads=s.renderer_interactive_threads,
+        load=s.model_load(),
     )
     director = Director.options(ray_actor_options={"num_cpus": s.director_num_cpus}).bind(
         renderer,

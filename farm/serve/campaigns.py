@@ -163,14 +163,16 @@ def submit(
     limits: Limits | None = None,
     policy: PromptPolicy | None = None,
     quota: Quota | None = None,
+    model: str | None = None,
 ) -> dict:
     """Validate a spec (JSON or YAML body) and submit the tenant's job: {id, job_id}.
 
     A body that is not JSON or YAML at all, or not a mapping, is a 400 with param ``body``.
+    The spec renders with the served `model` (its default; naming another is a 422).
     """
     fmt = body_format(content_type)
     try:
-        spec = load_spec(body, fmt=fmt)
+        spec = load_spec(body, fmt=fmt, model=model)
     except SpecError as e:
         path, _ = e.errors[0] if e.errors else ("spec", "")
         if path == "spec":  # the document as a whole: unreadable, or not a mapping

@@ -36,8 +36,7 @@ from farm.output.watermark import MIN_FRAMES, length_problem
 from farm.serve.auth import COOKIE, PUBLIC_PATHS, deployment
 from farm.serve.campaigns import NAME, SPEC_TYPES
 from farm.serve.wire import Limits, RequestError, VideoRequest
-from model.config import PRESETS
-from model.geometry import Geometry, geometry_of
+from model.geometry import Geometry
 
 
 class ErrorBody(BaseModel):
@@ -76,6 +75,7 @@ ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/v1/videos/{video_id}/content"): (404, 409, 422, 503),
     ("POST", "/v1/campaigns"): (400, 409, 413, 415, 422, 429, 503),
     ("GET", "/v1/campaigns"): (),
+    ("GET", "/v1/models"): (),
     ("GET", "/v1/campaigns/{campaign_id}"): (404,),
     ("POST", "/v1/campaigns/{campaign_id}/cancel"): (404, 503),
     ("POST", "/v1/campaigns/{campaign_id}/resume"): (404, 409, 503),
@@ -174,8 +174,9 @@ def shortest_seconds(geometry: Geometry, max_fps: int) -> float:
     return hi
 
 
-def _video_request(schema: dict, limits: Limits, geometry: Geometry) -> None:
+def _video_request(schema: dict, limits: Limits, geometry: Geometry, model: str) -> None:
     props = schema["properties"]
+    props["model"] = {**props["model"], "enum": [model, None]}  # or omitted
     props["seconds"]["minimum"] = shortest_seconds(geometry, props["fps"]["maximum"])
     props["seconds"]["maximum"] = limits.max_seconds
     props["steps"]["maximum"] = limits.max_steps
@@ -195,8 +196,9 @@ def _video_request(schema: dict, limits: Limits, geometry: Geometry) -> None:
 _PLACEHOLDER = r"\{\{|\}\}|\{(?:brand|description|headline|product)\}"
 
 
-def _campaign_spec(defs: dict, limits: Limits) -> dict:
-    """The spec's JSON schema with the rules the farm holds a spec to over the API."""
+def _campaign_spec(defs: dict, limits: Limits, geometry: Geometry, model: str) -> dict:
+    """The spec's JSON schema with the rules the farm holds a spec to over the API: the
+    served `model` (the only one a spec may name) and its `geometry`."""
     schema = CampaignSpec.model_json_schema(ref_template="#/components/schemas/{model}")
     defs.update(schema.pop("$defs", {}))
     props = schema["properties"]
@@ -205,28 +207,25 @@ def _campaign_spec(defs: dict, limits: Limits) -> dict:
     seconds = min(MAX_DURATION_S, limits.max_seconds)
     props["durations"]["items"]["maximum"] = seconds
     fps = props["fps"]["maximum"]
-    shortest = min(shortest_seconds(geometry_of(p), fps) for p in PRESETS)
-    props["durations"]["items"]["minimum"] = shortest
+    props["durations"]["items"]["minimum"] = shortest_seconds(geometry, fps)
     props["durations"]["uniqueItems"] = True
-    props["preset"]["enum"] = sorted(PRESETS)
+    props["preset"] |= {"enum": [model], "default": model}
     locales = props["locales"]
     ((code, copy_ref),) = locales.pop("patternProperties").items()
     locales["propertyNames"] = {"pattern": code, "maxLength": 128}  # NAME: 128 at most
     locales["additionalProperties"] = copy_ref
-    multiples = {geometry_of(p).pixel_multiple for p in PRESETS}
     fmt = defs["Format"]["properties"]
     fmt["aspect"]["pattern"] = _ASPECT.pattern
     for side in ("width", "height"):
         fmt[side]["maximum"] = min(MAX_SIDE, limits.max_side)
-        if len(multiples) == 1:  # one rule for every preset a spec may name
-            fmt[side]["multipleOf"] = next(iter(multiples))
+        fmt[side]["multipleOf"] = geometry.pixel_multiple
     slug_len = NAME.pattern.rsplit(",", 1)[1].rstrip("}")  # NAME: 1 + up to N characters
-    for model, field in (("Product", "id"), ("Format", "name")):
-        defs[model]["properties"][field]["maxLength"] = int(slug_len) + 1
+    for kind, field in (("Product", "id"), ("Format", "name")):
+        defs[kind]["properties"][field]["maxLength"] = int(slug_len) + 1
     text, mark = f"(?:[^{{}}]|{_PLACEHOLDER})", f"(?:[^{{}}{SPACE}]|{_PLACEHOLDER})"
     template = f"^{text}*{mark}{text}*$"  # placeholders known, braces doubled, not blank
-    for model in ("LocaleCopy", "Shot"):  # NonBlank's own pattern is in its JSON schema
-        defs[model]["properties"]["prompt"]["pattern"] = template
+    for kind in ("LocaleCopy", "Shot"):  # NonBlank's own pattern is in its JSON schema
+        defs[kind]["properties"]["prompt"]["pattern"] = template
     return schema
 
 
@@ -243,21 +242,25 @@ def _errors(op: dict, key: tuple[str, str], secured: bool) -> None:
         responses[str(status)] = response
 
 
-def deployment_schema(app: FastAPI, limits: Limits, geometry: Geometry) -> dict[str, Any]:
-    """The OpenAPI schema of `app` served with these limits by this model."""
+def deployment_schema(
+    app: FastAPI, limits: Limits, geometry: Geometry, model: str | None = None
+) -> dict[str, Any]:
+    """The OpenAPI schema of `app` served with these limits by this model (`model`: its
+    reference, default the geometry's model name)."""
+    model = model or geometry.model
     schema = copy.deepcopy(FastAPI.openapi(app))
     components = schema.setdefault("components", {})
     defs = components.setdefault("schemas", {})
-    for model in (ErrorBody, Health):
-        defs[model.__name__] = model.model_json_schema()
+    for body in (ErrorBody, Health):
+        defs[body.__name__] = body.model_json_schema()
     defs.pop("HTTPValidationError", None)
     defs.pop("ValidationError", None)
     components["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer", "description": "A tenant's token."},
         "cookie": {"type": "apiKey", "in": "cookie", "name": COOKIE},
     }
-    _video_request(defs["VideoRequest"], limits, geometry)
-    spec = _campaign_spec(defs, limits)
+    _video_request(defs["VideoRequest"], limits, geometry, model)
+    spec = _campaign_spec(defs, limits, geometry, model)
     for path, ops in schema["paths"].items():
         for method, op in ops.items():
             key = (method.upper(), path)
@@ -291,7 +294,7 @@ async def served_schema(request: Request) -> JSONResponse:
     api = deployment(request)
     schema = getattr(api, "openapi_schema", None)
     if schema is None:
-        schema = deployment_schema(request.app, api.limits, api.geometry)
+        schema = deployment_schema(request.app, api.limits, api.geometry, api.model)
         api.openapi_schema = schema  # once per replica: the app and its limits are fixed
     root_path = request.scope.get("root_path", "").rstrip("/")
     if root_path:  # behind a route prefix: clients call the prefixed URLs

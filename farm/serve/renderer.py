@@ -75,8 +75,11 @@ class Renderer:
         bulk_batch_videos: int | None = None,
         bulk_forward_rows: int | None = None,
         interactive_threads: int = setting_default("renderer_interactive_threads"),
+        load: dict | None = None,
     ):
-        self.worker = ModelWorker(model_ref, max_batch=max_batch, device=device, threads=threads)
+        self.worker = ModelWorker(
+            model_ref, max_batch=max_batch, device=device, threads=threads, load=load
+        )
         # Interactive work first, then campaigns by priority; `interactive_threads` model
         # threads are kept for interactive work, beside the one campaign work may use.
         self._gate = PriorityGate(slots=1 + interactive_threads, bulk_slots=1)

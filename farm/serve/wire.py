@@ -83,6 +83,11 @@ class VideoRequest(BaseModel):
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Noise seed.")
     steps: int = Field(20, ge=1, description="Denoising steps.")
     guidance: float = Field(4.0, ge=1, le=30, description="Classifier-free guidance (1 = off).")
+    model: str | None = Field(
+        None,
+        description="The model to render with: only the one this deployment serves "
+        "(GET /v1/models); omitted, that one.",
+    )
 
     @field_validator("prompt", "negative_prompt")
     @classmethod
@@ -137,7 +142,8 @@ class CreateVideoRequest(VideoRequest):
         Same input, same id; the first hex digits are the tenant's tag (`tenant_tag`), so
         the Api tells a tenant's own ids from others' without asking anyone.
         """
-        key = {"request": self.model_dump(), "model": model, "engine": engine}
+        # The request's `model` is the served one or None (the Api checks): `model` counts.
+        key = {"request": self.model_dump(exclude={"model"}), "model": model, "engine": engine}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         return (tenant_tag(self.tenant) + digest)[:VIDEO_ID_HEX]
 
