@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
+from farm.campaign.branding import EndCard
 from farm.campaign.cost import work_units
 from farm.campaign.feed import check_feed_lengths, check_feed_sizes
 from farm.campaign.fields import SpecError, messages
@@ -82,7 +83,22 @@ def _content_keys(cols: dict[str, Any], seed_key: pa.Array, settings: CampaignDe
     parts.append(seed_key)
     model = f"{settings.preset}|{settings.steps}|{round(settings.guidance * 1000)}"
     parts.append(pa.scalar(model))
-    return pc.binary_join_element_wise(*parts, "|")
+    keys = pc.binary_join_element_wise(*parts, "|")
+    # The end card changes the file; rows without one keep the ids they always had.
+    card_ms = np.round(np.asarray(cols["end_card_s"], np.float64) * 1000).astype(np.int64)
+    if not card_ms.any():
+        return keys
+    card = _netstrings(
+        {
+            "reference_image": _column(cols["reference_image"], pa.string()).fill_null(""),
+            "logo": _column(cols["logo"], pa.string()).fill_null(""),
+            "background": _column(cols["end_card_background"], pa.string()).fill_null(""),
+            "ms": pc.cast(pa.array(card_ms), pa.string()),
+        },
+        ("reference_image", "logo", "background", "ms"),
+    )
+    with_card = pc.binary_join_element_wise(keys, card, "|card|")
+    return pc.if_else(pa.array(card_ms > 0), with_card, keys)
 
 
 def _sha256_rows(keys: pa.Array) -> np.ndarray:
@@ -111,6 +127,22 @@ def _column(values: Any, type_: pa.DataType) -> pa.Array:
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     return values.cast(type_) if isinstance(values, pa.Array) else pa.array(values, type_)
+
+
+def _end_cards(
+    cols: dict[str, Any], images: pa.Array, logo: str | None, card: EndCard | None
+) -> None:
+    """The end card columns of rows whose product image is `images` (null: none)."""
+    card = card or EndCard()
+    has_image = pc.is_valid(images).to_numpy(zero_copy_only=False)
+    n = len(has_image)
+    cols["reference_image"] = images
+    cols["logo"] = pa.array(np.where(has_image, logo, None), pa.string())
+    cols["end_card_s"] = np.where(has_image, card.seconds, 0.0).astype(np.float32)
+    shown = has_image & (card.seconds > 0)
+    cols["end_card_background"] = pa.array(
+        np.where(shown, card.background, None) if n else [], pa.string()
+    )
 
 
 def _finish(
@@ -168,18 +200,19 @@ def expand(spec: CampaignSpec) -> pa.Table:
     P, L, F = len(spec.products), len(locales), len(spec.formats)
     D, S = len(spec.durations), spec.seeds
     # (product, locale) pairs are few (P·L): fill their prompt templates in Python.
-    pairs: dict[str, list[Any]] = {k: [] for k in (*_TEXT_KEYS, "product_name")}
+    pairs: dict[str, list[Any]] = {k: [] for k in (*_TEXT_KEYS, "product_name", "reference_image")}
     for product in spec.products:
         for code in locales:
             copy = spec.locales[code]
             pairs["product_id"].append(product.id)
             pairs["product_name"].append(product.name)
+            pairs["reference_image"].append(product.reference_image)
             pairs["locale"].append(code)
             pairs["prompt"].append(fill(copy.prompt, spec.prompt_values(product, code)))
             pairs["negative_prompt"].append(copy.negative_prompt)
             pairs["headline"].append(copy.headline)
             pairs["cta"].append(copy.cta)
-    pair_table = pa.table(pairs)
+    pair_table = pa.table(pairs, schema=pa.schema([(k, pa.string()) for k in pairs]))
     pair_table = pair_table.append_column("text_key", _text_keys(pairs))
     format_table = pa.table(
         {
@@ -199,6 +232,7 @@ def expand(spec: CampaignSpec) -> pa.Table:
         cols.update({name: taken[name] for name in table.column_names})
     cols["duration_s"] = np.asarray(spec.durations, np.float64)[d]
     cols["fps"] = np.full(len(d), spec.fps, np.int32)
+    _end_cards(cols, cols["reference_image"], spec.logo, spec.end_card)
     seed_key = pc.binary_join_element_wise(
         pa.scalar("#"), pc.cast(pa.array(seed_index), pa.string()), ""
     )
@@ -249,6 +283,13 @@ def expand_feed(
     cols.update(width=width, height=height, aspect=_aspects(width, height))
     cols["duration_s"] = table["duration_s"].to_numpy().astype(np.float64)
     cols["fps"] = table["fps"].combine_chunks().fill_null(settings.fps).to_numpy()
+    images = (
+        table["reference_image"].combine_chunks()
+        if "reference_image" in table.column_names
+        else pa.nulls(table.num_rows, pa.string())
+    )
+    # A spec as the feed's settings lends its brand's logo and end card; defaults have none.
+    _end_cards(cols, images, getattr(settings, "logo", None), getattr(settings, "end_card", None))
     seed = table["seed"].combine_chunks()
     seed_key = pc.if_else(
         pc.is_null(seed),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError
 from farm.campaign.fields import (
     DEFAULT_PRESET,
     Fps,
+    ImageRef,
     LocaleCode,
     NonBlank,
     Pixels,
@@ -35,6 +36,9 @@ from farm.campaign.fields import (
 )
 from farm.output.watermark import length_problem
 from model.geometry import Geometry
+
+if TYPE_CHECKING:
+    from farm.campaign.images import ImageAccess
 
 Seed = Annotated[int, Field(ge=0, lt=2**31)]
 
@@ -55,6 +59,11 @@ class FeedRow(SpecModel):
     duration_s: Seconds = Field(description="Length in seconds.")
     seed: Seed | None = Field(None, description="Noise seed; derived from the content if empty.")
     fps: Fps | None = Field(None, description="Frames per second; the campaign's if empty.")
+    reference_image: ImageRef | None = Field(
+        None,
+        description="The product's packshot (PNG, JPEG or WebP): an fsspec URL or a path "
+        "relative to the feed; the variant ends on it. Empty: none.",
+    )
 
 
 # Feed columns in order; seed and fps are null where the row does not give them.
@@ -62,9 +71,9 @@ _FEED_TEXT = ("product_id", "product_name", "locale", "headline", "cta", "prompt
 FEED = pa.schema(
     [(name, pa.string()) for name in (*_FEED_TEXT, "negative_prompt", "format")]
     + [("width", pa.int32()), ("height", pa.int32()), ("duration_s", pa.float32())]
-    + [("seed", pa.int64()), ("fps", pa.int32())]
+    + [("seed", pa.int64()), ("fps", pa.int32()), ("reference_image", pa.string())]
 )
-FEED_OPTIONAL = ("negative_prompt", "seed", "fps")
+FEED_OPTIONAL = ("negative_prompt", "seed", "fps", "reference_image")
 
 
 def _read_feed(data: bytes, fmt: str) -> pa.Table:
@@ -90,14 +99,20 @@ def _read_feed(data: bytes, fmt: str) -> pa.Table:
 
 
 def load_feed(
-    data: bytes, fmt: Literal["csv", "parquet"], *, preset: str = DEFAULT_PRESET
+    data: bytes,
+    fmt: Literal["csv", "parquet"],
+    *,
+    preset: str = DEFAULT_PRESET,
+    images: ImageAccess | None = None,
 ) -> pa.Table:
     """A validated feed table with schema `FEED`; SpecError naming row and column otherwise.
 
     Sizes are checked against `preset`'s model (the campaign's; `expand_feed` checks them
     again against the preset it expands with). Row numbers count data rows from 1 (the CSV
     header is not a row). Empty cells of the optional columns (negative_prompt, seed, fps)
-    mean "not given".
+    mean "not given". `images`: where reference images are read from and relative paths
+    resolved (the feed file's directory; default: absolute URLs and paths only); each
+    distinct image is opened and checked once, and the table holds its resolved URL.
     """
     geometry = preset_geometry(preset)
     if geometry is None:
@@ -120,11 +135,12 @@ def load_feed(
     columns = {n: raw.column(n).to_pylist() for n in FEED.names if n in names}
     errors: list[tuple[str, str]] = []
     rows: dict[str, list[Any]] = {n: [] for n in FEED.names}
+    context = {"geometry": geometry, "images": images, "images_seen": {}}
     for i in range(raw.num_rows):  # feeds are spreadsheet-sized; per-row messages matter
         row = {n: col[i] for n, col in columns.items()}
         row = {n: v for n, v in row.items() if not (n in FEED_OPTIONAL and v in ("", None))}
         try:
-            valid = FeedRow.model_validate(row, context={"geometry": geometry})
+            valid = FeedRow.model_validate(row, context=context)
         except ValidationError as e:
             for path, msg in messages(e, FeedRow.model_fields):
                 errors.append((f"feed row {i + 1}, column {path}", msg))

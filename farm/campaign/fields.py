@@ -46,6 +46,7 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 NOT_SPACE = f"[^{SPACE}]"
 _URL = re.compile(rf"^[a-z][a-z0-9+.-]*://{NOT_SPACE}+$")
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
 class SpecError(ValueError):
@@ -109,6 +110,33 @@ def _model_side(value: int, info: ValidationInfo) -> int:
     return value
 
 
+def _image(value: str, info: ValidationInfo) -> str:
+    """An acceptable image (farm.campaign.images), as its resolved URL: the context's
+    ``images`` (an `ImageAccess`) says where it may come from."""
+    from farm.campaign.images import ImageAccess, check_reference
+
+    context = info.context or {}
+    access = context.get("images") or ImageAccess()
+    seen = context.get("images_seen")  # a feed names one image in many rows: check it once
+    if seen is None:
+        return check_reference(value, access)
+    if value not in seen:
+        try:
+            seen[value] = (check_reference(value, access), None)
+        except ValueError as e:
+            seen[value] = (None, str(e))
+    resolved, problem = seen[value]
+    if problem is not None:
+        raise ValueError(problem)
+    return resolved
+
+
+def _color(value: str) -> str:
+    if not _COLOR.fullmatch(value):
+        raise ValueError(f"must be a colour like #ffffff or #1a2b3c (got {value!r})")
+    return value.lower()
+
+
 def url(value: str) -> str:
     """A URL like https://... or s3://... (a ValueError otherwise)."""
     if not _URL.fullmatch(_text(value)):
@@ -125,6 +153,15 @@ LocaleCode = Annotated[
     str, AfterValidator(_locale), Field(json_schema_extra={"pattern": _LOCALE.pattern})
 ]
 Url = Annotated[str, AfterValidator(url), Field(json_schema_extra={"pattern": _URL.pattern})]
+# A product photo or logo: an fsspec URL or a path relative to the spec, opened and checked
+# where the spec or feed is loaded (farm.campaign.images); the value becomes its resolved URL.
+ImageRef = Annotated[
+    str,
+    AfterValidator(_non_blank),
+    AfterValidator(_image),
+    Field(json_schema_extra={"pattern": NOT_SPACE}),
+]
+Color = Annotated[str, AfterValidator(_color), Field(json_schema_extra={"pattern": _COLOR.pattern})]
 # The pixel multiple is the model's: checked against the context's Geometry (see above).
 Pixels = Annotated[int, Field(ge=1, le=MAX_SIDE), AfterValidator(_model_side)]
 Seconds = Annotated[float, Field(gt=0, le=MAX_DURATION_S)]
@@ -188,8 +225,8 @@ def path_of(loc: tuple[Any, ...] | list[Any], rel: str = "") -> str:
     """('formats', 1, 'width') → 'formats[1].width'; dict keys become path parts."""
     out = ""
     for part in loc:
-        if part == "[key]":  # pydantic marks an invalid dict key like this
-            continue
+        if isinstance(part, str) and part.startswith("[") and part.endswith("]"):
+            continue  # pydantic's mark of an invalid dict key ("[key]"), our union tags
         if isinstance(part, int):
             out += f"[{part}]"
             continue

@@ -22,11 +22,18 @@ import string
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
+from farm.campaign.branding import Brand, BrandField, EndCard
 from farm.campaign.fields import (
     DEFAULT_PRESET,
     MAX_DURATION_S,
+    ImageRef,
     Issues,
     LocaleCode,
     NonBlank,
@@ -37,18 +44,20 @@ from farm.campaign.fields import (
     SpecError,
     SpecModel,
     Text,
-    Url,
     messages,
     preset_geometry,
 )
 from farm.output.watermark import length_problem
 
 if TYPE_CHECKING:
+    from farm.campaign.images import ImageAccess
     from farm.render.engine import Segment
 
 __all__ = [
+    "Brand",
     "CampaignDefaults",
     "CampaignSpec",
+    "EndCard",
     "FailureBudget",
     "Format",
     "LocaleCopy",
@@ -117,8 +126,11 @@ class Product(SpecModel):
     id: Slug = Field(description="Stable slug, e.g. 'trail-shoe-2'; part of every variant.")
     name: NonBlank = Field(description="Display name, substituted for {product}.")
     description: NonBlank = Field(description="What it is, substituted for {description}.")
-    reference_image: Url | None = Field(
-        None, description="Optional URL of a product photo (https://, s3://, gs://, ...)."
+    reference_image: ImageRef | None = Field(
+        None,
+        description="Optional packshot (PNG, JPEG or WebP): an fsspec URL (s3://, gs://, "
+        "file://, ...) or a path relative to the spec. Checked when the spec is loaded; "
+        "the variants end on it (`end_card`).",
     )
 
 
@@ -218,7 +230,9 @@ class CampaignSpec(RenderSettings):
     """One ad campaign: products × locales × formats × durations × seeds."""
 
     name: NonBlank = Field(description="Campaign name.")
-    brand: NonBlank = Field(description="Brand name, substituted for {brand}.")
+    brand: BrandField = Field(
+        description="Brand name, substituted for {brand}; or {name, logo} with a logo."
+    )
     products: list[Product] = Field(min_length=1, description="Products to advertise.")
     locales: dict[LocaleCode, LocaleCopy] = Field(
         min_length=1, description="Copy per BCP-47 locale code, e.g. 'ar-SA'."
@@ -244,6 +258,24 @@ class CampaignSpec(RenderSettings):
         description="When the campaign job stops dispatching after failures "
         "(default: 100 variants, or over 50% once 20 have finished).",
     )
+
+    # Left out of the dump (and so of the campaign id) when unset; EndCard() then applies.
+    end_card: EndCard | None = Field(
+        None,
+        exclude_if=lambda v: v is None,
+        description="The packshot end card of variants whose product has a reference image "
+        "(default: the last 1.5 s, at most half the video, on white).",
+    )
+
+    @property
+    def brand_name(self) -> str:
+        """The brand's name, whether the spec gives a name or a {name, logo}."""
+        return self.brand.name if isinstance(self.brand, Brand) else self.brand
+
+    @property
+    def logo(self) -> str | None:
+        """The resolved URL of the brand's logo, or None."""
+        return self.brand.logo if isinstance(self.brand, Brand) else None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> CampaignSpec:
@@ -285,7 +317,7 @@ class CampaignSpec(RenderSettings):
         return {
             "product": product.name,
             "description": product.description,
-            "brand": self.brand,
+            "brand": self.brand_name,
             "headline": copy.headline,
         }
 
@@ -337,7 +369,7 @@ for _tag, _pattern, _first in (
     _YamlLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), _first)
 
 
-_MODELS = (CampaignSpec, Product, LocaleCopy, Format, Shot, CampaignDefaults)
+_MODELS = (CampaignSpec, Product, LocaleCopy, Format, Shot, CampaignDefaults, Brand, EndCard)
 _FIELD_NAMES = sorted({name for m in _MODELS for name in m.model_fields})
 
 
@@ -367,13 +399,23 @@ def load_spec(
     *,
     fmt: Literal["yaml", "json"] | None = None,
     model: str | None = None,
+    images: ImageAccess | None = None,
 ) -> CampaignSpec:
     """A validated CampaignSpec from YAML/JSON text or a dict; SpecError for anything else.
 
     `model`: the one model the spec may name (a farm's served model). It is the default,
     and any other `preset` is refused before anything reads it: over the API, a spec never
     makes the farm open a path or URL of its choosing.
+
+    `images`: where its images (`products[].reference_image`, `brand.logo`) are read from
+    and relative paths resolved (`farm.campaign.images.ImageAccess`: the spec file's
+    directory). Default: absolute URLs and paths only; none at all when `model` is given
+    (a served farm says which storage it reads images from).
     """
+    from farm.campaign.images import ImageAccess
+
+    if images is None:
+        images = ImageAccess.none() if model is not None else ImageAccess()
     data = source if isinstance(source, dict) else parse_document(source, fmt)
     if not isinstance(data, dict):
         raise SpecError(
@@ -389,7 +431,8 @@ def load_spec(
     # the fields validate, and a bad size is reported with every other error.
     geometry = preset_geometry(data.get("preset", DEFAULT_PRESET))
     try:
-        return CampaignSpec.model_validate(data, context={"geometry": geometry})
+        context = {"geometry": geometry, "images": images}
+        return CampaignSpec.model_validate(data, context=context)
     except ValidationError as e:
         raise SpecError(spec_messages(e)) from None
     except RecursionError:

@@ -46,6 +46,13 @@ VARIANTS = pa.schema(
         ("guidance", pa.float32()),
         ("priority", pa.int32()),
         ("work", pa.float64()),  # latent tokens x forwards (farm.campaign.cost prices it)
+        # The product's packshot and the brand's logo (resolved URLs, checked when the spec
+        # or feed was loaded; null: none) and the end card (farm.output.endcard): its
+        # seconds (0: none, as for every variant without an image) and #rrggbb background.
+        ("reference_image", pa.string()),
+        ("logo", pa.string()),
+        ("end_card_s", pa.float32()),
+        ("end_card_background", pa.string()),
     ]
 )
 

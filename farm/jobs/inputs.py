@@ -67,13 +67,17 @@ def load_campaign(path: str | Path) -> Campaign:
     """A campaign from a feed (.csv/.parquet) or a spec file (.json, else YAML).
 
     SpecError names the bad field (or feed row and column); OSError if it cannot be read.
+    Image paths in it are relative to its directory.
     """
     from farm.campaign.feed import load_feed
+    from farm.campaign.images import ImageAccess
     from farm.campaign.spec import load_spec
 
     path = Path(path)
     suffix = path.suffix.lower()
     data = path.read_bytes()
+    images = ImageAccess(base=str(path.resolve().parent))
     if suffix in FEED_SUFFIXES:
-        return Campaign.of_feed(load_feed(data, suffix[1:]))
-    return Campaign.of_spec(load_spec(data, fmt="json" if suffix == ".json" else "yaml"))
+        return Campaign.of_feed(load_feed(data, suffix[1:], images=images))
+    fmt = "json" if suffix == ".json" else "yaml"
+    return Campaign.of_spec(load_spec(data, fmt=fmt, images=images))

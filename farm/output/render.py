@@ -1,7 +1,9 @@
 """The one render path: a variant or a request becomes a finished ad file.
 
     variant row / request → `RenderOrder` → `VideoJob` → window engine (any executor)
-        → localized text overlay (when the order has copy) → MP4 + poster + provenance
+        → localized text overlay (when the order has copy)
+        → packshot end card (when the variant's product has an image; farm.output.endcard)
+        → MP4 + poster + provenance
 
 Every caller goes through `render_video`: the campaign job loop (`farm.jobs.loop`, a
 variant row, files under `{root}/outputs/{campaign_id}/`), the Director (`farm.serve`, an
@@ -22,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from farm.output.endcard import apply_end_card
 from farm.output.media import Provenance, VideoOutputs, write_video_outputs
 from farm.output.overlay import render_overlay
 from farm.output.request import RenderRequest
@@ -32,6 +35,7 @@ from model.geometry import Geometry, geometry_of
 __all__ = [
     "ADHOC",
     "Copy",
+    "EndCardOrder",
     "RenderOrder",
     "RenderRequest",
     "output_dir",
@@ -60,6 +64,16 @@ class Copy:
 
 
 @dataclass(frozen=True)
+class EndCardOrder:
+    """The packshot end card of an order (farm.output.endcard): images by resolved URL."""
+
+    image: str  # the product's reference image
+    seconds: float
+    background: str  # #rrggbb
+    logo: str | None = None
+
+
+@dataclass(frozen=True)
 class RenderOrder:
     """One video to render: what the engine samples, the copy on top, and its identity.
 
@@ -81,6 +95,7 @@ class RenderOrder:
     campaign_id: str = ADHOC
     copy: Copy | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    end_card: EndCardOrder | None = None
 
 
 class _Request(Protocol):
@@ -114,7 +129,17 @@ def variant_order(row: Mapping[str, Any]) -> RenderOrder:
         campaign_id=row["campaign_id"],
         copy=Copy(row["headline"], row["cta"], row["locale"], row["aspect"]),
         extra={"locale": row["locale"], "format": row["format"], "headline": row["headline"]},
+        end_card=_end_card(row),
     )
+
+
+def _end_card(row: Mapping[str, Any]) -> EndCardOrder | None:
+    """A variant's end card: when its product has an image and the card has seconds."""
+    image, seconds = row.get("reference_image"), row.get("end_card_s") or 0.0
+    if not image or seconds <= 0:
+        return None
+    background = row.get("end_card_background") or "#ffffff"
+    return EndCardOrder(image, float(seconds), background, row.get("logo"))
 
 
 def request_order(
@@ -160,6 +185,17 @@ def video_job(order: RenderOrder, **engine: Any) -> VideoJob:
     )
 
 
+def _card_images(card: EndCardOrder | None, storage_options: dict | None) -> tuple[Any, Any] | None:
+    """The end card's packshot and logo, opened and checked (farm.campaign.images)."""
+    if card is None:
+        return None
+    from farm.campaign.images import ImageAccess, open_image
+
+    access = ImageAccess(storage_options=storage_options)
+    logo = open_image(card.logo, access) if card.logo else None
+    return open_image(card.image, access), logo
+
+
 def render_video(
     executor: Executor,
     order: RenderOrder,
@@ -176,6 +212,8 @@ def render_video(
     video (the Director cancels that way), and then nothing is written.
     """
     job = video_job(order, **engine)
+    # The end card's images are opened first: a missing one fails before any GPU work.
+    card = _card_images(order.end_card, storage_options)
     total = job.steps + 1  # decode + encode count as the last step
 
     def on_step(i: int, x: Any, t: Any) -> None:
@@ -193,6 +231,19 @@ def render_video(
             locale=order.copy.locale,
             aspect=order.copy.aspect,
             fps=float(order.fps),
+        )
+    if order.end_card is not None:  # replaces the last frames: the length is unchanged
+        copy = order.copy or Copy("", "", "en")
+        frames = apply_end_card(
+            np.asarray(frames),
+            float(order.fps),
+            seconds=order.end_card.seconds,
+            packshot=card[0],
+            logo=card[1],
+            cta=copy.cta,
+            locale=copy.locale,
+            aspect=copy.aspect,
+            background=order.end_card.background,
         )
     info = executor.model_info()
     provenance = Provenance(

@@ -22,7 +22,12 @@ from farm.output.watermark import MIN_FRAMES
 from model.geometry import Geometry, geometry_of
 from tests.helpers.paths import EXAMPLES
 
-EXAMPLE = yaml.safe_load((EXAMPLES / "campaign.yaml").read_text(encoding="utf-8"))
+# Its image paths made absolute: these tests load the spec as a dict, with no directory.
+EXAMPLE = yaml.safe_load(
+    (EXAMPLES / "campaign.yaml")
+    .read_text(encoding="utf-8")
+    .replace(": assets/", f": {EXAMPLES}/assets/")
+)
 FEED_CSV = (EXAMPLES / "feed.csv").read_bytes()
 
 

@@ -21,7 +21,12 @@ from farm.campaign.spec import (
 )
 from tests.helpers.paths import EXAMPLES
 
-EXAMPLE_YAML = (EXAMPLES / "campaign.yaml").read_text(encoding="utf-8")
+# Its image paths made absolute: these tests load the spec as text, with no directory.
+EXAMPLE_YAML = (
+    (EXAMPLES / "campaign.yaml")
+    .read_text(encoding="utf-8")
+    .replace(": assets/", f": {EXAMPLES}/assets/")
+)
 
 
 def example() -> dict[str, Any]:
@@ -119,12 +124,15 @@ BAD = [
     (("locales", "en-US", "prompt"), "{brand.__class__}", "locales.en-US.prompt", "unknown"),
     (("locales", "en-US", "prompt"), "{product!r}", "locales.en-US.prompt", "plain name"),
     (("locales", "en-US", "prompt"), "oops {product", "locales.en-US.prompt", "malformed"),
-    (("preset",), "huge", "preset", "unknown preset 'huge'"),
+    (("preset",), "huge", "preset", "'huge' is neither a preset"),
     (("products", 1, "id"), "flask-500", "products[1].id", "duplicate of products[0].id"),
     (("products", 0, "id"), "Flask 500", "products[0].id", "slug"),
-    (("products", 0, "reference_image"), "flask.png", "products[0].reference_image", "URL"),
+    (("products", 0, "reference_image"), "flask.png", "products[0].reference_image", "relative"),
     (("products", 0, "id"), "flask\n", "products[0].id", "slug"),  # no trailing newline
-    (("products", 0, "reference_image"), "s3://b/x\n", "products[0].reference_image", "URL"),
+    (("products", 0, "reference_image"), "memory://x.png", "products[0].reference_image", "exist"),
+    (("brand",), {"name": "N", "logo": "l.png"}, "brand.logo", "relative path"),
+    (("brand",), {"name": "N", "lgoo": "l.png"}, "brand.lgoo", "did you mean 'logo'"),
+    (("end_card",), {"seconds": 1, "background": "white"}, "end_card.background", "#ffffff"),
     (("formats", 0, "aspect"), "9:16\n", "formats[0].aspect", "must look like 9:16"),
     (("durations",), [1, 0], "durations[1]", "greater than 0"),
     (("durations",), [121], "durations[0]", "less than or equal to 120"),
