@@ -9,6 +9,30 @@ noise = model.noise(shape, seed)             # same on every device and layout
 m.geometry                                   # frame rule, strides, pixel multiple (no torch:
                                              #   model.geometry.geometry_of("small"))
 
+Conditioning on known frames (image-to-video, extension, per-window anchors):
+
+m.image_conditioning                         # "timestep", "channels" or None
+image = m.encode_image(frames)               # uint8 [B, F, H, W, 3], F = 1: an image
+image = model.ImageCond.from_latents(z)      # or a video's last latent frames [B, C, K, h, w]
+v = m.velocity(x, t, cond, image=image)      # the first K latent frames of x are known
+z = image.apply(euler(...))                  # the result holds them exactly
+
+- Known latent frames enter with t = 0 on their tokens ("timestep": Wan 2.2 TI2V, LTX-Video)
+  or as concatenated channels ("channels": Wan 2.1 I2V, with its CLIP image tokens, and
+  Wan 2.2 I2V). They are the leading frames of the clip: an anchor is prepended to a
+  window, and its output dropped, by the caller.
+- "timestep": x is never read on known frames and their velocity is exactly 0, so any
+  sampler leaves them as they start; `image.apply` puts them in place (before or after).
+- "channels": the model denoises every frame, the image's own included (that is how the
+  checkpoint was trained and how its pipeline runs), from one image encoded within a clip
+  of up to `latent_frames` (the longest clip by default; a shorter clip uses the head).
+  Such a checkpoint refuses `image=None`; only `image.apply` makes frame 0 exact.
+- None: `encode_image` and `velocity(image=...)` raise `ConditioningNotSupported` (a
+  NotImplementedError naming the model). The bundled model is one until its retraining;
+  without `image` its outputs are unchanged, byte for byte.
+- Rows of a batch may know different counts of frames (`ImageCond.cat`, `known` [B]; 0 is
+  an unconditioned row); `velocity_packed` takes one `ImageCond | None` per clip.
+
 Importing `model`, `model.config` or `model.geometry` does not import torch: the names
 below that need it load on first use, so spec validation and wire schemas stay light.
 """
@@ -26,6 +50,7 @@ if TYPE_CHECKING:
     import torch
 
     from model.checkpoint import CheckpointError
+    from model.conditioning import ConditioningNotSupported, ImageCond
     from model.diffusers.base import DiffusersVideoModel
     from model.generate import generate, generate_latents, noise
     from model.text import TextCond
@@ -34,6 +59,8 @@ if TYPE_CHECKING:
 # Torch-bound names and the module that defines each (loaded on first access).
 _LAZY = {
     "CheckpointError": "model.checkpoint",
+    "ConditioningNotSupported": "model.conditioning",
+    "ImageCond": "model.conditioning",
     "generate": "model.generate",
     "generate_latents": "model.generate",
     "noise": "model.generate",
@@ -53,7 +80,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "PRESETS",
     "CheckpointError",
+    "ConditioningNotSupported",
     "Geometry",
+    "ImageCond",
     "ModelConfig",
     "TextCond",
     "VideoModel",

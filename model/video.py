@@ -14,6 +14,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from model.checkpoint import state_bytes
+from model.conditioning import ConditioningNotSupported, ImageCond
 from model.config import ModelConfig
 from model.dit import DiT
 from model.geometry import Geometry
@@ -24,6 +25,10 @@ from model.vae import CausalVideoVAE
 
 class VideoModel(nn.Module):
     """A latent video diffusion model: text → velocity in latent space → pixels."""
+
+    # How known frames would enter (`model.conditioning`): not yet, the DiT takes one t
+    # per sample; the `small` preset learns first-frame conditioning in a later retraining.
+    image_conditioning: str | None = None
 
     def __init__(self, config: ModelConfig, zero_init: bool = True):
         super().__init__()
@@ -124,16 +129,40 @@ class VideoModel(nn.Module):
             raise ValueError(f"cond has {len(cond)} prompts for a batch of {batch}")
         return cond.to(self.device, self.dtype)
 
+    def _no_image(self) -> ConditioningNotSupported:
+        return ConditioningNotSupported(
+            f"model {self.config.name!r} (the bundled network) does not support image "
+            "conditioning yet: its DiT takes one timestep per sample, and first-frame "
+            "conditioning comes with its retraining; use a diffusers checkpoint whose "
+            "image_conditioning is set (Wan 2.2 TI2V, Wan I2V, LTX-Video)"
+        )
+
+    def encode_image(self, frames: Tensor, *, latent_frames: int | None = None) -> ImageCond:
+        """Known frames for image-to-video: not supported by this model yet (raises)."""
+        raise self._no_image()
+
     @torch.no_grad()
-    def velocity(self, x: Tensor, t: Tensor | float, cond: TextCond) -> Tensor:
+    def velocity(
+        self, x: Tensor, t: Tensor | float, cond: TextCond, image: ImageCond | None = None
+    ) -> Tensor:
         """Flow-matching velocity of latents x [B, C, T, H, W] at per-sample times t [B]."""
+        if image is not None:
+            raise self._no_image()
         self._check_latent(x, "x")
         B = x.shape[0]
         return self.dit(x.to(self.dtype), self._check_t(t, B), self._check_cond(cond, B))
 
     @torch.no_grad()
-    def velocity_packed(self, xs: list[Tensor], t: Tensor, cond: TextCond) -> list[Tensor]:
+    def velocity_packed(
+        self,
+        xs: list[Tensor],
+        t: Tensor,
+        cond: TextCond,
+        images: list[ImageCond | None] | None = None,
+    ) -> list[Tensor]:
         """Velocity of clips of different shapes [C, T_i, H_i, W_i] in one packed forward."""
+        if images is not None and any(image is not None for image in images):
+            raise self._no_image()
         if not xs:
             raise ValueError("xs must hold at least one latent clip")
         for i, x in enumerate(xs):

@@ -8,6 +8,8 @@ conversion, chunked decode with measured context, the weights digest.
 
 Latents seen by the farm are the pipeline's own diffusion latents (normalised, [B, C, T,
 H, W]); `velocity` returns ε − x0 at flow time t in [0, 1] (diffusers' timestep = 1000·t).
+Known frames (`image=`, `model.conditioning`) enter as the family's image-to-video
+pipeline takes them; on "timestep" families this class sets their velocity to 0.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from model.conditioning import ConditioningNotSupported, ImageCond, check_image
 from model.diffusers.cache import folder_digest
 from model.diffusers.configs import checkpoint_geometry
 from model.geometry import Geometry
@@ -100,6 +103,11 @@ class DiffusersVideoModel:
     @property
     def latent_channels(self) -> int:
         raise NotImplementedError
+
+    @property
+    def image_conditioning(self) -> str | None:
+        """How known frames enter: "timestep", "channels" or None (`model.conditioning`)."""
+        return None
 
     @property
     def vae_stride(self) -> tuple[int, int, int]:
@@ -183,25 +191,96 @@ class DiffusersVideoModel:
             raise ValueError(f"cond has {len(cond)} prompts for a batch of {batch}")
         return cond.to(self.device, self.dtype)
 
-    def _velocity(self, x: Tensor, t: Tensor, cond: TextCond) -> Tensor:
+    def _velocity(
+        self, x: Tensor, t: Tensor, cond: TextCond, image: ImageCond | None = None
+    ) -> Tensor:
         raise NotImplementedError
 
     @torch.no_grad()
-    def velocity(self, x: Tensor, t: Tensor | float, cond: TextCond) -> Tensor:
-        """Flow velocity ε − x0 of latents x [B, C, T, H, W] at per-sample times t [B]."""
+    def velocity(
+        self, x: Tensor, t: Tensor | float, cond: TextCond, image: ImageCond | None = None
+    ) -> Tensor:
+        """Flow velocity ε − x0 of latents x [B, C, T, H, W] at per-sample times t [B].
+
+        With `image`, its known frames condition the clip (`model.conditioning`); on a
+        "timestep" model their velocity is 0 and x is not read there.
+        """
         self._check_latent(x, "x")
         B = x.shape[0]
-        v = self._velocity(x.to(self.device), self._check_t(t, B), self._check_cond(cond, B))
+        t, cond = self._check_t(t, B), self._check_cond(cond, B)
+        if image is None:
+            if self.image_conditioning == "channels":
+                raise ValueError(
+                    f"{self.config.name} is an image-to-video checkpoint "
+                    f"({self.config.pipeline}): pass image=m.encode_image(frames)"
+                )
+            return self._velocity(x.to(self.device), t, cond).to(x.dtype)
+        if self.image_conditioning is None:
+            raise self._no_image()
+        image = check_image(image, x, self.latent_channels)
+        v = self._velocity(x.to(self.device), t, cond, image)
+        if self.image_conditioning == "timestep":
+            known = image.mask(x.shape[2])[:, None, :, None, None]  # (B, 1, T, 1, 1)
+            v = torch.where(known, torch.zeros((), dtype=v.dtype, device=v.device), v)
         return v.to(x.dtype)
 
     @torch.no_grad()
-    def velocity_packed(self, xs: list[Tensor], t: Tensor, cond: TextCond) -> list[Tensor]:
+    def velocity_packed(
+        self,
+        xs: list[Tensor],
+        t: Tensor,
+        cond: TextCond,
+        images: list[ImageCond | None] | None = None,
+    ) -> list[Tensor]:
         """Velocity of clips of different shapes [C, T_i, H_i, W_i], one forward each."""
         if not xs:
             raise ValueError("xs must hold at least one latent clip")
         t = self._check_t(t, len(xs))
         cond = self._check_cond(cond, len(xs))
-        return [self.velocity(x[None], t[i : i + 1], cond[i])[0] for i, x in enumerate(xs)]
+        images = images if images is not None else [None] * len(xs)
+        if len(images) != len(xs):
+            raise ValueError(f"images has {len(images)} entries for {len(xs)} clips")
+        return [
+            self.velocity(x[None], t[i : i + 1], cond[i], image=images[i])[0]
+            for i, x in enumerate(xs)
+        ]
+
+    # --- known frames ---------------------------------------------------------------
+    def _no_image(self) -> ConditioningNotSupported:
+        return ConditioningNotSupported(
+            f"{self.config.name} ({self.config.pipeline}) does not support image "
+            "conditioning: it is a text-to-video checkpoint without a per-token timestep "
+            "or image channels"
+        )
+
+    @torch.no_grad()
+    def encode_image(self, frames: Tensor, *, latent_frames: int | None = None) -> ImageCond:
+        """Known leading frames from uint8 frames [B, F, H, W, 3] (F = 1: an image).
+
+        "timestep" models take F on the frame rule (a video's head for extension) and
+        know its latent frames; "channels" models take one image and encode it within a
+        clip of `latent_frames` (default: the longest clip), of which any shorter clip
+        uses the head (the VAE is causal). H, W are the video's size.
+        """
+        if self.image_conditioning is None:
+            raise self._no_image()
+        if not isinstance(frames, Tensor) or frames.ndim != 5 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be uint8 [B, F, H, W, 3], got {_describe(frames)}")
+        if self.image_conditioning == "channels":
+            if frames.shape[1] != 1:
+                raise ValueError(
+                    f"{self.config.name} conditions on one image (frames [B, 1, H, W, 3]), "
+                    f"got {frames.shape[1]} frames"
+                )
+            if frames.dtype != torch.uint8:
+                raise ValueError(f"frames must be uint8, got {frames.dtype}")
+            T = latent_frames or self.geometry.latent_frames(self.geometry.max_frames)
+            return self._encode_image_channels(frames, T)
+        return ImageCond.from_latents(self.encode(frames))
+
+    def _encode_image_channels(self, frames: Tensor, latent_frames: int) -> ImageCond:
+        """`encode_image` for a "channels" family (its pipeline's own recipe)."""
+        raise NotImplementedError
 
     # --- pixels ---------------------------------------------------------------------
     def _decode(self, z: Tensor) -> Tensor:

@@ -19,7 +19,13 @@ from model.geometry import Geometry
 PREFIX = "diffusers:"
 
 # Pipeline class in model_index.json -> family module in model.diffusers.
-FAMILIES = {"WanPipeline": "wan", "LTXPipeline": "ltx", "CogVideoXPipeline": "cogvideox"}
+FAMILIES = {
+    "WanPipeline": "wan",
+    "WanImageToVideoPipeline": "wan",
+    "LTXPipeline": "ltx",
+    "LTXImageToVideoPipeline": "ltx",
+    "CogVideoXPipeline": "cogvideox",
+}
 
 # Longest clip (pixel frames) rendered in one forward: the pipelines' default num_frames.
 WAN_MAX_FRAMES = 81

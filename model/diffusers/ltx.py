@@ -1,4 +1,4 @@
-"""LTX-Video 0.9.x (`LTXPipeline`) behind the model contract.
+"""LTX-Video 0.9.x (`LTXPipeline`, `LTXImageToVideoPipeline`) behind the model contract.
 
 Facts of the family, each handled here:
 
@@ -9,6 +9,9 @@ Facts of the family, each handled here:
   by (temporal stride / frame rate, spatial stride, spatial stride), so the frame rate is
   a property of the adapter (`frame_rate`, the pipeline's default 25 unless given).
 - Text: T5 embeddings padded to 128 tokens with a real attention mask.
+- Every checkpoint takes known frames as `LTXImageToVideoPipeline` does: clean latents
+  with timestep 0 on their tokens ("timestep" conditioning). The image's latent is the
+  VAE's mode; that pipeline draws a sample from the VAE's distribution instead.
 - Time shift depends on the token count (`use_dynamic_shifting`): the pipeline's
   exponential shift with mu(tokens) is the flow shift ``exp(mu)``; `shift_for` gives it.
 - Latents are normalised with the VAE's `latents_mean` / `latents_std` (and scaling
@@ -30,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from model.conditioning import ImageCond
 from model.diffusers.base import DiffusersVideoModel, call_default
 from model.text import TextCond
 
@@ -52,6 +56,10 @@ class LTXModel(DiffusersVideoModel):
     @property
     def latent_channels(self) -> int:
         return self.pipe.vae.config.latent_channels
+
+    @property
+    def image_conditioning(self) -> str:
+        return "timestep"
 
     @property
     def token_patch(self) -> tuple[int, int]:
@@ -112,16 +120,23 @@ class LTXModel(DiffusersVideoModel):
         )
         return emb, mask
 
-    def _velocity(self, x: Tensor, t: Tensor, cond: TextCond) -> Tensor:
+    def _velocity(
+        self, x: Tensor, t: Tensor, cond: TextCond, image: ImageCond | None = None
+    ) -> Tensor:
         pipe = self.pipe
         _, _, T, H, W = x.shape
         p, pt = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
         s = self.geometry.spatial_stride
+        timestep = t * 1000
+        if image is not None:
+            x = image.apply(x)
+            known = image.mask(T).repeat_interleave((H // p) * (W // p), dim=1)  # (B, tokens)
+            timestep = torch.where(known, torch.zeros_like(known, dtype=t.dtype), timestep[:, None])
         tokens = pipe._pack_latents(x.to(self.dtype), p, pt)  # (B, T·H·W, C)
         v = pipe.transformer(
             hidden_states=tokens,
             encoder_hidden_states=cond.emb,
-            timestep=t * 1000,
+            timestep=timestep,
             encoder_attention_mask=cond.mask,
             num_frames=T,
             height=H,

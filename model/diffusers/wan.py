@@ -1,4 +1,4 @@
-"""Wan 2.1 / 2.2 (`WanPipeline`) behind the model contract.
+"""Wan 2.1 / 2.2 (`WanPipeline`, `WanImageToVideoPipeline`) behind the model contract.
 
 Facts of the family, each handled here:
 
@@ -8,7 +8,13 @@ Facts of the family, each handled here:
 - Time: the transformer takes timestep = 1000·t and returns ε − x0 (flow matching).
 - Wan 2.2 A14B has two experts: `transformer` for timesteps >= boundary_ratio·1000 (high
   noise) and `transformer_2` below it; a batch with mixed t is split by expert.
-- Wan 2.2 TI2V-5B (`expand_timesteps`) takes one timestep per token, as its pipeline does.
+- Wan 2.2 TI2V-5B (`expand_timesteps`) takes one timestep per token, as its pipeline does;
+  known frames are clean latents with timestep 0 on their tokens ("timestep"
+  conditioning, as `WanImageToVideoPipeline` runs it with `expand_timesteps`).
+- Wan 2.1 I2V and Wan 2.2 I2V-A14B (a transformer with more input channels than the VAE
+  has) take the image as channels: a mask (one channel per pixel frame of a latent frame,
+  1 on the image) and the latent of the image followed by blank (0) frames, concatenated
+  after x; Wan 2.1 I2V adds its CLIP image encoder's penultimate hidden states.
 - Latents are the VAE's, normalised per channel by `latents_mean` / `latents_std`.
 - The VAE is causal in time, so a chunk needs context before it only, and with the
   measured reach a chunk is exact (0 levels in the tests). That reach is long: every
@@ -22,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from model.conditioning import ImageCond
 from model.diffusers.base import DiffusersVideoModel
 from model.text import TextCond
 
@@ -34,6 +41,18 @@ class WanModel(DiffusersVideoModel):
     @property
     def latent_channels(self) -> int:
         return self.pipe.vae.config.z_dim
+
+    def _transformer(self) -> torch.nn.Module:
+        pipe = self.pipe
+        return pipe.transformer if pipe.transformer is not None else pipe.transformer_2
+
+    @property
+    def image_conditioning(self) -> str | None:
+        """How known frames enter: "channels" for I2V (wider input), "timestep" for TI2V."""
+        transformer = self._transformer()
+        if transformer.config.in_channels > self.latent_channels:
+            return "channels"
+        return "timestep" if self.pipe.config.get("expand_timesteps") else None
 
     @property
     def boundary_timestep(self) -> float | None:
@@ -62,9 +81,14 @@ class WanModel(DiffusersVideoModel):
         return scheduler.sigmas.float()
 
     def _encode_prompts(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
-        emb, _ = self.pipe.encode_prompt(
+        from diffusers import WanPipeline
+
+        # WanPipeline's encoding for every Wan pipeline: WanImageToVideoPipeline's own
+        # cleans prompts with ftfy unguarded (diffusers 0.42.1), WanPipeline's only where
+        # ftfy is installed; both then encode alike.
+        emb = WanPipeline._get_t5_prompt_embeds(
+            self.pipe,
             prompt=prompts,
-            do_classifier_free_guidance=False,
             max_sequence_length=self.config.text_max_len,
             device=self.pipe.text_encoder.device,
         )  # (B, 512, D): real tokens, then zeros
@@ -82,22 +106,64 @@ class WanModel(DiffusersVideoModel):
         pairs = [(pipe.transformer, index[high]), (pipe.transformer_2, index[~high])]
         return [(expert, idx) for expert, idx in pairs if len(idx)]
 
-    def _velocity(self, x: Tensor, t: Tensor, cond: TextCond) -> Tensor:
+    def _velocity(
+        self, x: Tensor, t: Tensor, cond: TextCond, image: ImageCond | None = None
+    ) -> Tensor:
         out = torch.empty_like(x, dtype=torch.float32)
         _, _, T, H, W = x.shape
         ph, pw = self.token_patch
+        per_frame = (H // ph) * (W // pw)  # tokens per latent frame
+        channels = embeds = known = None
+        if image is not None and self.image_conditioning == "timestep":
+            x = image.apply(x)
+            known = image.mask(T).repeat_interleave(per_frame, dim=1)  # (B, tokens)
+        elif image is not None:
+            if image.channels is None or image.channels.shape[2] < T:
+                have = None if image.channels is None else image.channels.shape[2]
+                raise ValueError(
+                    f"{self.config.name} needs image channels for {T} latent frames (has "
+                    f"{have}): make the image with m.encode_image(frames, latent_frames={T})"
+                )
+            channels = image.channels[:, :, :T]  # the head of a longer clip's (causal VAE)
+            embeds = image.embeds
         for expert, idx in self._experts(t):
             timestep = t[idx] * 1000
             if self.pipe.config.get("expand_timesteps"):
-                timestep = timestep[:, None].expand(-1, T * (H // ph) * (W // pw))  # (b, tokens)
+                timestep = timestep[:, None].expand(-1, T * per_frame)  # (b, tokens)
+                if known is not None:
+                    timestep = torch.where(known[idx], torch.zeros_like(timestep), timestep)
+            hidden = x[idx].to(self.dtype)
+            if channels is not None:
+                hidden = torch.cat([hidden, channels[idx].to(self.dtype)], dim=1)
             v = expert(
-                hidden_states=x[idx].to(self.dtype),
+                hidden_states=hidden,
                 timestep=timestep,
                 encoder_hidden_states=cond.emb[idx],
+                encoder_hidden_states_image=None if embeds is None else embeds[idx],
                 return_dict=False,
             )[0]
             out[idx] = v.float()
         return out
+
+    def _encode_image_channels(self, frames: Tensor, latent_frames: int) -> ImageCond:
+        """The mask and latent channels of `WanImageToVideoPipeline` for one image per row."""
+        B, _, height, width, _ = frames.shape
+        s = self.geometry.temporal_stride
+        image = frames.to(self.device).permute(0, 4, 1, 2, 3).to(self.dtype) / 127.5 - 1.0
+        blank = image.new_zeros(B, 3, s * (latent_frames - 1), height, width)
+        self.geometry.check_size(width, height)
+        z = self._encode_video(torch.cat([image, blank], dim=2))  # (B, C, T, h, w)
+        mask = torch.zeros_like(z[:, :1]).expand(-1, s, -1, -1, -1).clone()  # (B, s, T, h, w)
+        mask[:, :, 0] = 1.0  # every pixel frame of latent frame 0 is the image
+        embeds = None
+        encoder = getattr(self.pipe, "image_encoder", None)
+        if encoder is not None and self._transformer().config.image_dim is not None:
+            from PIL import Image
+
+            pictures = [Image.fromarray(f[0].cpu().numpy()) for f in frames]
+            embeds = self.pipe.encode_image(pictures, self.device).to(self.dtype)
+        known = torch.ones(B, dtype=torch.long, device=self.device)
+        return ImageCond(z[:, :, :1], known, torch.cat([mask, z], dim=1), embeds)
 
     def _latent_stats(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Per-channel (mean, 1/std) of the VAE latents, shaped to broadcast over z."""

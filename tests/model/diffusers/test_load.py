@@ -51,7 +51,8 @@ def test_loading_never_opens_a_socket(checkpoint, monkeypatch):
 
 def test_an_unsupported_pipeline_is_named(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
-    with pytest.raises(CheckpointError, match=r"'FluxPipeline'.*CogVideoXPipeline, LTXPipeline"):
+    supported = r"CogVideoXPipeline, LTXImageToVideoPipeline, LTXPipeline"
+    with pytest.raises(CheckpointError, match=rf"'FluxPipeline'.*{supported}"):
         model.load(f"diffusers:{tmp_path}")
     with pytest.raises(ValueError, match="FluxPipeline"):
         model.geometry_of(f"diffusers:{tmp_path}")

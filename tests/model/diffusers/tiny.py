@@ -31,7 +31,7 @@ def _t5() -> T5EncoderModel:
     return T5EncoderModel(T5Config(**_TEXT)).eval()
 
 
-def _wan_transformer(channels: int, seed: int):
+def _wan_transformer(channels: int, seed: int, in_channels: int | None = None, **extra):
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
@@ -39,7 +39,7 @@ def _wan_transformer(channels: int, seed: int):
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=12,
-        in_channels=channels,
+        in_channels=in_channels or channels,
         out_channels=channels,
         text_dim=TEXT_DIM,
         freq_dim=256,
@@ -48,6 +48,7 @@ def _wan_transformer(channels: int, seed: int):
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
+        **extra,
     ).eval()
 
 
@@ -119,6 +120,42 @@ def wan22_ti2v():
         transformer=_wan_transformer(48, 0),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
         expand_timesteps=True,
+    )
+
+
+CLIP_DIM = 8
+
+
+def _clip() -> tuple[object, object]:
+    """A tiny CLIP vision tower (16-pixel images, 4-pixel patches) and its processor."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=CLIP_DIM,
+        intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=16,
+        patch_size=4,
+        projection_dim=CLIP_DIM,
+    )
+    return CLIPVisionModel(config).eval(), CLIPImageProcessor(size=16, crop_size=16)
+
+
+def wan21_i2v():
+    """Wan 2.1 I2V: mask + image latent on the channels (16 + 4 + 16) and CLIP image tokens."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
+
+    encoder, processor = _clip()
+    return WanImageToVideoPipeline(
+        tokenizer=ByT5Tokenizer(),
+        text_encoder=_umt5(),
+        vae=_wan_vae(),
+        transformer=_wan_transformer(16, 0, in_channels=36, image_dim=CLIP_DIM),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        image_encoder=encoder,
+        image_processor=processor,
     )
 
 
@@ -244,6 +281,7 @@ BUILDERS = {
     "wan21": wan21,
     "wan22_a14b": wan22_a14b,
     "wan22_ti2v": wan22_ti2v,
+    "wan21_i2v": wan21_i2v,
     "ltx": ltx,
     "cogvideox": cogvideox,
 }
