@@ -121,8 +121,8 @@ def check_image(data: bytes) -> Image.Image:
         with warnings.catch_warnings():  # our pixel limit decides, below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:  # Pillow's own hard limit, far above ours
-        raise ValueError(f"too many pixels ({e}); at most {MAX_PIXELS:,}") from None
+    except Image.DecompressionBombError:  # Pillow's own hard limit, far above ours
+        raise ValueError(f"has too many pixels; at most {MAX_PIXELS:,} pixels in all") from None
     except Exception:
         raise ValueError("is not an image (PNG, JPEG or WebP)") from None
     if image.format not in FORMATS:
