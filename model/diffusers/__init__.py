@@ -1,5 +1,9 @@
 """Open diffusers checkpoints (Wan 2.1/2.2, LTX-Video, CogVideoX) behind the model contract.
 
+Text-to-video for every family; image-to-video (`m.encode_image`, `model.conditioning`)
+for Wan 2.2 TI2V and LTX-Video (t = 0 on known tokens) and `WanImageToVideoPipeline`
+folders, Wan 2.1 I2V and Wan 2.2 I2V (image channels).
+
     m = model.load("diffusers:/models/Wan2.1-T2V-1.3B-Diffusers")   # or s3://..., memory://...
     m = model.load("diffusers:...", device="cuda", text_device="cpu")  # UMT5-XXL on the CPU
     model.geometry_of("diffusers:...")                               # JSON only, no torch

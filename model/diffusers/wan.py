@@ -148,10 +148,10 @@ class WanModel(DiffusersVideoModel):
     def _encode_image_channels(self, frames: Tensor, latent_frames: int) -> ImageCond:
         """The mask and latent channels of `WanImageToVideoPipeline` for one image per row."""
         B, _, height, width, _ = frames.shape
+        self.geometry.check_size(width, height)
         s = self.geometry.temporal_stride
         image = frames.to(self.device).permute(0, 4, 1, 2, 3).to(self.dtype) / 127.5 - 1.0
-        blank = image.new_zeros(B, 3, s * (latent_frames - 1), height, width)
-        self.geometry.check_size(width, height)
+        blank = image.new_zeros(B, 3, s * (latent_frames - 1), height, width)  # 0: gray
         z = self._encode_video(torch.cat([image, blank], dim=2))  # (B, C, T, h, w)
         mask = torch.zeros_like(z[:, :1]).expand(-1, s, -1, -1, -1).clone()  # (B, s, T, h, w)
         mask[:, :, 0] = 1.0  # every pixel frame of latent frame 0 is the image
