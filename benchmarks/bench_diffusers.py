@@ -36,10 +36,10 @@ import torch
 
 import model
 from benchmarks.common import report, table
+from model.diffusers import testing as tiny
+from model.diffusers.testing import GUIDANCE, NEGATIVE, PROMPT, contract_euler
 from model.sampling import euler
 from model.text import TextCond
-from tests.model.diffusers import tiny
-from tests.model.diffusers.parity import GUIDANCE, NEGATIVE, PROMPT, contract_euler
 
 REPEATS = 7
 TARGET = 1.05

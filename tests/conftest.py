@@ -70,7 +70,7 @@ def serve_http(ray_cluster: RayHead) -> Iterator[str]:
 def tiny_wan(tmp_path_factory) -> str:
     """A tiny random Wan 2.1 diffusers checkpoint, saved once: its `diffusers:` reference."""
     pytest.importorskip("diffusers")
-    from tests.model.diffusers import tiny as tiny_pipelines
+    from model.diffusers import testing as tiny_pipelines
 
     torch.set_num_threads(2)
     folder = tmp_path_factory.mktemp("tiny-wan")

@@ -256,6 +256,9 @@ class Api:
     @app.post("/v1/campaigns/{campaign_id}/resume")
     async def resume_campaign(self, campaign_id: str, tenant: str = Tenant) -> dict[str, Any]:
         """Start a job for the variants left (a stalled campaign); finished ones stay."""
+        quota = quota_for(self.quotas, tenant)
+        if quota.gpu_seconds_per_day is not None:
+            check_gpu_budget(quota, tenant, await self._gpu_seconds_today(tenant))
         return await asyncio.to_thread(
             campaigns.resume,
             self.root,
@@ -264,6 +267,7 @@ class Api:
             self.app_name,
             tenant,
             python=self.jobs_python,
+            quota=quota,
         )
 
     @app.get("/v1/campaigns/{campaign_id}/manifest")

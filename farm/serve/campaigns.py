@@ -181,7 +181,10 @@ def submit(
     check_spec(spec, limits or Limits(), policy or PromptPolicy())
     campaign = Campaign.of_spec(spec)  # parsed once, here; the job client takes it typed
     if quota is not None:
-        check_quota(quota, tenant, tenant_root(root, tenant), jobs_address, campaign)
+        base = tenant_root(root, tenant)
+        check_quota(
+            quota, tenant, base, jobs_address, campaign.campaign_id, campaign.variants.num_rows
+        )
     try:
         cid, sid = submit_campaign(
             campaign,
@@ -211,9 +214,10 @@ def body_format(content_type: str) -> str:
 
 
 def check_quota(
-    quota: Quota, tenant: str, base: str, jobs_address: str, campaign: Campaign
+    quota: Quota, tenant: str, base: str, jobs_address: str, cid: str, variants: int
 ) -> None:
-    """Refuse (429) a campaign past the tenant's running-campaign or queued-variant quota."""
+    """Refuse (429) campaign `cid` starting `variants` more past the tenant's running-campaign
+    or queued-variant quota (a new campaign, or a resume of a stalled one)."""
 
     def job_running(cid: str) -> bool:
         try:
@@ -225,7 +229,7 @@ def check_quota(
     if quota.max_concurrent_campaigns is None and quota.max_queued_variants is None:
         return
     usage = campaign_usage(base, job_running, cancelled=lambda cid: cancel_requested(base, cid))
-    check_campaign(quota, tenant, usage, campaign.campaign_id, campaign.variants.num_rows)
+    check_campaign(quota, tenant, usage, cid, variants)
 
 
 def progress(
@@ -286,10 +290,17 @@ def resume(
     tenant: str = ANONYMOUS_TENANT,
     *,
     python: str = "",
+    quota: Quota | None = None,
 ) -> dict[str, Any]:
-    """Start the campaign's next job for the variants left (the running one if any)."""
+    """Start the campaign's next job for the variants left (the running one if any).
+
+    A resume counts against `quota` as a new campaign does: its variants left are queued
+    again (a running campaign resumed finds its own job and adds nothing).
+    """
     base = tenant_root(root, tenant)
-    _open(base, cid)
+    manifest = _open(base, cid)
+    if quota is not None:
+        check_quota(quota, tenant, base, jobs_address, cid, manifest.pending().num_rows)
     try:
         sid = resume_campaign(
             cid,

@@ -78,7 +78,7 @@ ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/v1/models"): (),
     ("GET", "/v1/campaigns/{campaign_id}"): (404,),
     ("POST", "/v1/campaigns/{campaign_id}/cancel"): (404, 503),
-    ("POST", "/v1/campaigns/{campaign_id}/resume"): (404, 409, 503),
+    ("POST", "/v1/campaigns/{campaign_id}/resume"): (404, 409, 429, 503),
     ("GET", "/v1/campaigns/{campaign_id}/manifest"): (404,),
     ("GET", "/dashboard/api/campaigns/{campaign_id}/variants"): (404, 422),
     ("GET", "/dashboard/media/{campaign_id}/{file}"): (404, 416),

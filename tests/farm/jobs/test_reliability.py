@@ -155,6 +155,7 @@ class _DyingRenderer:
             "velocities": worker.run_arrays,
             "decode_chunk": lambda z, a, b: worker.decode_chunk(z, a, b).numpy(),
             "latent_shape": worker.latent_shape,
+            "timesteps": worker.timesteps,
             "model_info": worker.model_info,
         }
 

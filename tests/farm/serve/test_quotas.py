@@ -23,8 +23,10 @@ from farm.campaign.spec import load_spec
 from farm.jobs.client import prepare_campaign
 from farm.jobs.inputs import Campaign
 from farm.serve.app import FarmAppArgs, build_app
+from farm.serve.campaigns import resume, tenant_root
 from farm.serve.quotas import campaign_usage, seconds_to_midnight
-from farm.settings import hash_token
+from farm.serve.wire import RequestError
+from farm.settings import Quota, hash_token
 from tests.helpers.cluster import deployed
 from tests.helpers.paths import EXAMPLE_SPEC
 
@@ -40,7 +42,9 @@ QUOTAS = {
 # Long renders (the most steps the app allows), so videos stay unfinished while we look.
 SLOW = {"prompt": "a red bottle", "size": "64x32", "seconds": 2, "fps": 8, "steps": 100}
 QUICK = {"prompt": "a red bottle", "size": "64x32", "seconds": 0.5, "fps": 32, "steps": 2}
-EXAMPLE_VARIANTS = Campaign.of_spec(load_spec(EXAMPLE_SPEC.read_bytes(), fmt="yaml")).variants
+# The example campaign on the model this farm serves (a spec may name only that one).
+SPEC = EXAMPLE_SPEC.read_bytes().replace(b"preset: small", b"preset: tiny")
+EXAMPLE_VARIANTS = Campaign.of_spec(load_spec(SPEC, fmt="yaml")).variants
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +133,7 @@ def test_a_tight_loop_of_posts_is_answered_promptly(url: str):
 
 
 def test_campaigns_over_the_tenants_quotas_get_429(url: str):
-    spec = EXAMPLE_SPEC.read_bytes()
+    spec = SPEC
     headers = {"content-type": "application/yaml"}
     r = requests.post(
         f"{url}/v1/campaigns", data=spec, headers=headers | _auth("initech"), timeout=60
@@ -145,6 +149,21 @@ def test_campaigns_over_the_tenants_quotas_get_429(url: str):
     assert r.status_code == 503 and r.json()["code"] == "jobs_unavailable", r.text
 
 
+def test_a_resume_counts_against_the_campaign_quotas(ray_cluster, tmp_path: Path):
+    """Resuming a stalled campaign queues its variants again: the same quotas hold."""
+    campaign = Campaign.of_spec(load_spec(EXAMPLE_SPEC.read_bytes(), fmt="yaml"))
+    cid, pending = campaign.campaign_id, campaign.variants.num_rows
+    for tenant, quota, limit in (
+        ("initech", Quota(max_concurrent_campaigns=0), "max_concurrent_campaigns"),
+        ("acme", Quota(max_queued_variants=pending - 1), "max_queued_variants"),
+    ):
+        prepare_campaign(campaign, tenant_root(str(tmp_path), tenant))  # never ran: stalled
+        with pytest.raises(RequestError) as refused:
+            resume(str(tmp_path), cid, ray_cluster.dashboard_url, "none", tenant, quota=quota)
+        assert (refused.value.status, refused.value.param) == (429, limit)
+        assert "Retry-After" in refused.value.headers
+
+
 def test_the_daily_gpu_budget_gets_429_until_utc_midnight(url: str):
     r = post_video(url, "hooli", 1, QUICK)
     assert r.status_code == 201, r.text
@@ -156,7 +175,7 @@ def test_the_daily_gpu_budget_gets_429_until_utc_midnight(url: str):
     r = post_video(url, "hooli", 2, QUICK)
     assert_quota(r, "gpu_seconds_per_day", "hooli")
     assert abs(int(r.headers["Retry-After"]) - seconds_to_midnight()) <= 60
-    spec = EXAMPLE_SPEC.read_bytes()
+    spec = SPEC
     headers = {"content-type": "application/yaml"} | _auth("hooli")
     r = requests.post(f"{url}/v1/campaigns", data=spec, headers=headers, timeout=60)
     assert_quota(r, "gpu_seconds_per_day", "hooli")

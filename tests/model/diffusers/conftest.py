@@ -15,7 +15,7 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from tests.model.diffusers import tiny
+from model.diffusers import testing as tiny
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model.diffusers.cogvideox import flow_time
-from tests.model.diffusers.parity import (
+from model.diffusers.testing import (
     GUIDANCE,
     NEGATIVE,
     PROMPT,

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 import model
+from model.diffusers.testing import GUIDANCE, NEGATIVE, PROMPT
 from model.sampling import cfg, euler
-from tests.model.diffusers.parity import GUIDANCE, NEGATIVE, PROMPT
 
 # family -> (pixel frames, height, width, steps)
 CASES = {

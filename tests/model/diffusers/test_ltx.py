@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.model.diffusers.parity import (
+from model.diffusers.testing import (
     GUIDANCE,
     NEGATIVE,
     PROMPT,

@@ -1,4 +1,6 @@
-"""Tiny random diffusers pipelines of each supported family, built in code (no download).
+"""Tiny random diffusers pipelines of each supported family, built in code (no download),
+and the contract's guided Euler to compare them with: for tests and benchmarks, which
+must never reach a hub (weights are random; `save_pretrained` makes a loadable folder).
 
 Shapes follow diffusers' own pipeline tests; the tokenizer is `ByT5Tokenizer`, which needs
 no vocabulary file (bytes), so the T5/UMT5 encoders get ByT5's 384-token vocabulary.
@@ -7,7 +9,10 @@ no vocabulary file (bytes), so the T5/UMT5 encoders get ByT5's 384-token vocabul
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 from transformers import ByT5Tokenizer, T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+
+from model.sampling import cfg, euler
 
 TEXT_DIM = 32
 _TEXT = dict(
@@ -285,3 +290,23 @@ BUILDERS = {
     "ltx": ltx,
     "cogvideox": cogvideox,
 }
+
+
+# --- the contract side of a parity check ----------------------------------------------
+PROMPT, NEGATIVE, GUIDANCE = "a red bottle on a beach", "", 5.0
+
+
+def contract_euler(m, x: Tensor, ts: Tensor, guidance: float = GUIDANCE) -> Tensor:
+    """Guided Euler through the model contract: encode_text, velocity, model.sampling."""
+    cond, uncond = m.encode_text([PROMPT]), m.encode_text([NEGATIVE])
+    return euler(cfg(m.velocity, cond, uncond, guidance), x.clone(), ts)
+
+
+def pixels(frames: Tensor) -> Tensor:
+    """A pipeline's output_type="pt" video [B, F, 3, H, W] in [0, 1] as uint8 [B, F, H, W, 3]."""
+    return (frames.float() * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2)
+
+
+def level_error(a: Tensor, b: Tensor) -> int:
+    """Largest difference between two uint8 videos, in levels."""
+    return int((a.int() - b.int()).abs().max())
