@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 from starlette.routing import Route
 
 from farm.campaign.fields import MAX_DURATION_S, MAX_SIDE, SPACE
+from farm.campaign.images import MAX_PIXELS
 from farm.campaign.spec import _ASPECT, CampaignSpec
 from farm.output.watermark import MIN_FRAMES, length_problem
 from farm.serve.auth import COOKIE, PUBLIC_PATHS, deployment
@@ -112,6 +113,12 @@ BEYOND_SCHEMA: dict[tuple[str, str], tuple[tuple[str, str, str], ...]] = {
         ("invalid_campaign", r"formats\[\d+\]\.aspect", "width:height matches aspect within 2%"),
         ("invalid_campaign", r"(products\[\d+\]\.id|formats\[\d+\]\.name)", "unique in its list"),
         ("invalid_campaign", r"storyboard\[\d+\]\.(start|end)", "shots in order, start < end"),
+        (
+            "invalid_campaign",
+            r"products\[\d+\]\.reference_image|brand\.logo",
+            f"an image (PNG, JPEG or WebP, at most {MAX_PIXELS:,} pixels) on storage this "
+            "farm reads images from (farm.campaign.images; by default none)",
+        ),
         (
             "limit_exceeded",
             r"seeds",
