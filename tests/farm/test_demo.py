@@ -201,3 +201,52 @@ def test_farm_serve_takes_its_settings_from_the_environment(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)  # leave no farm behind to block the next Ray
             raise
     assert code == 0  # Ctrl-C shuts the farm down cleanly
+
+
+def test_the_packshot_example_ends_each_ad_on_its_product(tmp_path):
+    """`farm demo --spec examples/packshot-campaign.yaml`: every ad closes on the real packshot."""
+    import shutil
+
+    from farm.campaign.images import open_image
+    from farm.jobs.inputs import load_campaign
+    from farm.output.endcard import render_card
+
+    example = load_campaign("examples/packshot-campaign.yaml").variants
+    assert example.num_rows == 12 and {round(s, 3) for s in example["end_card_s"].to_pylist()} == {
+        0.4
+    }
+    spec = yaml.safe_load(Path("examples/packshot-campaign.yaml").read_text(encoding="utf-8"))
+    spec["locales"] = {"en-US": spec["locales"]["en-US"]}
+    spec["formats"] = [{"name": "square", "aspect": "1:1", "width": 128, "height": 128}]
+    spec |= {"durations": [1], "fps": 16, "steps": 2, "preset": "tiny"}
+    shutil.copytree("examples/assets", tmp_path / "assets")  # paths are relative to the spec
+    path = tmp_path / "packshots.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
+    root = tmp_path / "farm-data"
+    result = CliRunner().invoke(
+        app, ["demo", "--in-process", "--spec", str(path), "--root", str(root)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = Manifest.open(str(root), campaign_id_of(path)).status().to_pylist()
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
+    variants = {v["variant_id"]: v for v in load_campaign(path).variants.to_pylist()}
+    for row in rows:
+        v = variants[row["variant_id"]]
+        card, _ = render_card(
+            128,
+            128,
+            packshot=open_image(v["reference_image"]),
+            logo=open_image(v["logo"]),
+            cta=v["cta"],
+            locale=v["locale"],
+            aspect="1:1",
+            background=v["end_card_background"],
+        )
+        frames = _frames(row["output_url"])
+        assert psnr(card, frames[-1]) > 30 and psnr(card, frames[0]) < 20, v["product_id"]
+
+
+def campaign_id_of(path: Path) -> str:
+    from farm.jobs.inputs import load_campaign
+
+    return load_campaign(path).campaign_id
