@@ -24,6 +24,7 @@ the feed (`reference_image` column) and the render path (the end card, first fra
 from __future__ import annotations
 
 import io
+import os
 import posixpath
 import warnings
 from dataclasses import dataclass
@@ -71,6 +72,17 @@ def _is_url(ref: str) -> bool:
     return bool(sep) and scheme.replace("+", "").replace(".", "").replace("-", "").isalnum()
 
 
+def _normal(url: str) -> str:
+    """`url` without `.`/`..` segments (local paths also without symlinks), so a prefix
+    check sees where it really points."""
+    if _is_url(url):
+        scheme, _, rest = url.partition("://")
+        if scheme == "file":
+            return f"file://{os.path.realpath(rest)}"
+        return f"{scheme}://{posixpath.normpath(rest)}"
+    return os.path.realpath(url)
+
+
 def resolve(ref: str, access: ImageAccess) -> str:
     """The absolute URL or path of `ref`: URLs as given, relative paths under `access.base`."""
     if not ref.strip():
@@ -92,7 +104,8 @@ def resolve(ref: str, access: ImageAccess) -> str:
 def _allowed(url: str, access: ImageAccess) -> None:
     if access.allowed is None:
         return
-    if not any(url.startswith(prefix.rstrip("/") + "/") for prefix in access.allowed):
+    real = _normal(url)
+    if not any(real.startswith(_normal(p).rstrip("/") + "/") for p in access.allowed):
         where = ", ".join(access.allowed) or "nowhere (this farm reads no images from specs)"
         raise ValueError(f"{url!r} is not on storage this farm reads images from: {where}")
 
@@ -101,12 +114,18 @@ def _read(url: str, storage_options: dict[str, Any] | None) -> bytes:
     import fsspec
 
     try:
-        with fsspec.open(url, "rb", **(storage_options or {})) as f:
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        if not fs.isfile(path):  # a directory, a device (/dev/stdin would block), nothing
+            what = "is not a file" if fs.exists(path) else "does not exist"
+            raise ValueError(f"{url!r} {what}")
+        with fs.open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
+    except ValueError as e:
+        if str(e).startswith(repr(url)):
+            raise
+        raise ValueError(f"{url!r} cannot be read: {str(e)[:200]}") from None
     except FileNotFoundError:
         raise ValueError(f"{url!r} does not exist") from None
-    except IsADirectoryError:
-        raise ValueError(f"{url!r} is a directory, not an image file") from None
     except Exception as e:  # unknown protocol, no credentials, network: the user's to fix
         reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise ValueError(f"{url!r} cannot be read: {reason}") from None

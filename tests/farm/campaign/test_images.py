@@ -96,7 +96,8 @@ def test_a_bad_image_is_a_spec_error_naming_the_field(folder: Path, name: str) -
         ("file:///nowhere/missing.png", "does not exist"),
         ("memory://nowhere/missing.png", "does not exist"),
         ("nosuchproto://x/y.png", "cannot be read"),
-        (".", "is a directory"),
+        (".", "is not a file"),
+        ("/dev/stdin", "is not a file"),
     ],
 )
 def test_a_reference_that_does_not_resolve_names_the_field(
@@ -146,9 +147,15 @@ def test_a_served_farm_reads_no_image_a_spec_names(folder: Path) -> None:
         load_spec(spec_with(str(folder / "good.png")), model="small")
     assert info.value.errors[0][0] == "products[0].reference_image"
     assert "not on storage this farm reads images from" in info.value.errors[0][1]
-    allowed = ImageAccess(allowed=(str(folder),))
-    spec = load_spec(spec_with(str(folder / "good.png")), model="small", images=allowed)
-    assert spec.products[0].reference_image == str(folder / "good.png")
+    allowed = ImageAccess(allowed=(str(folder / "shots"),))
+    (folder / "shots").mkdir()
+    (folder / "shots" / "good.png").write_bytes((folder / "good.png").read_bytes())
+    (folder / "shots" / "link.png").symlink_to(folder / "good.png")
+    spec = load_spec(spec_with(str(folder / "shots/good.png")), model="small", images=allowed)
+    assert spec.products[0].reference_image == str(folder / "shots/good.png")
+    for escape in ("shots/../good.png", "shots/link.png"):  # out of the allowed folder
+        with pytest.raises(SpecError, match="not on storage this farm reads images from"):
+            load_spec(spec_with(str(folder / escape)), model="small", images=allowed)
 
 
 def test_brand_logo_and_end_card_in_the_spec(folder: Path) -> None:
