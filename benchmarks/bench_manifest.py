@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from benchmarks.common import median_time, report, table
 from farm.campaign.manifest import Manifest
-from farm.campaign.tables import EVENTS, VARIANTS
+from farm.campaign.tables import EVENTS, VARIANTS, VARIANTS_OPTIONAL
 
 SIZES = (10_000, 100_000, 1_000_000)
 EVENTS_TOTAL, PARTS = 10_000, 10
@@ -72,6 +72,8 @@ def synthetic_variants(n: int, campaign_id: str) -> pa.Table:
         "priority": num(i % 3, "priority"),
         "work": num(30.0 + i % 7, "work"),
     }
+    for name in VARIANTS_OPTIONAL:  # no product images: no end cards
+        columns[name] = pa.nulls(n, VARIANTS.field(name).type)
     return pa.table(columns, schema=VARIANTS)
 
 

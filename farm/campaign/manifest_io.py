@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from farm import storage
-from farm.campaign.tables import EVENTS, STATUSES, VARIANTS
+from farm.campaign.tables import EVENTS, STATUSES, VARIANTS, VARIANTS_OPTIONAL
 
 T = TypeVar("T")
 
@@ -143,6 +143,11 @@ def const_int64(value: int, n: int) -> pa.Array:
 
 def check_variants(table: pa.Table, campaign_id: str) -> pa.Table:
     """`table` as VARIANTS rows of this campaign with unique ids; ValueError naming the column."""
+    for name in VARIANTS_OPTIONAL:
+        if name not in table.column_names:
+            table = table.append_column(
+                VARIANTS.field(name), pa.nulls(len(table), VARIANTS.field(name).type)
+            )
     table = conform(table, VARIANTS, "variants")
     if pc.any(pc.not_equal(table["campaign_id"], campaign_id)).as_py():
         raise ValueError(f"variants: column 'campaign_id' must be {campaign_id!r} everywhere")

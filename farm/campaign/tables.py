@@ -56,6 +56,10 @@ VARIANTS = pa.schema(
     ]
 )
 
+# Columns a variants table may lack (one written before they existed): null there, which
+# means no image and no end card.
+VARIANTS_OPTIONAL = ("reference_image", "logo", "end_card_s", "end_card_background")
+
 EVENTS = pa.schema(
     [
         ("variant_id", pa.string()),

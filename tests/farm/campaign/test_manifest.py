@@ -24,7 +24,7 @@ from farm.campaign.manifest import (
     ManifestStorageError,
     StaleWriter,
 )
-from farm.campaign.tables import EVENTS, VARIANTS
+from farm.campaign.tables import EVENTS, VARIANTS, VARIANTS_OPTIONAL
 
 CAMPAIGN = "summer-25"
 LOCALES = ["en-US", "ar-SA", "ja-JP", "de-DE"]
@@ -79,6 +79,8 @@ def make_variants(n: int, campaign_id: str = CAMPAIGN) -> pa.Table:
         "priority": pa.array((i % 5).astype(np.int32)),
         "work": pa.array(np.full(n, 10.0)),
     }
+    for name in VARIANTS_OPTIONAL:  # no product images: no end cards
+        columns[name] = pa.nulls(n, VARIANTS.field(name).type)
     return pa.table(columns, schema=VARIANTS)
 
 
