@@ -14,6 +14,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from model.checkpoint import state_bytes
+from model.checks import check_cond, check_latent, check_t, describe
 from model.conditioning import ConditioningNotSupported, ImageCond
 from model.config import ModelConfig
 from model.dit import DiT
@@ -96,38 +97,16 @@ class VideoModel(nn.Module):
 
     # --- velocity --------------------------------------------------------------------
     def _check_latent(self, x: Tensor, name: str, batched: bool = True) -> None:
-        dims = "[B, C, T, H, W]" if batched else "[C, T, H, W]"
-        if not isinstance(x, Tensor) or x.ndim != (5 if batched else 4):
-            raise ValueError(f"{name} must be a tensor of shape {dims}, got {_describe(x)}")
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be floating point, got {x.dtype}")
-        if x.device != self.device:
-            raise ValueError(f"{name} is on {x.device} but the model is on {self.device}")
-        C, _, H, W = x.shape[-4:]
-        if self.latent_channels != C:
-            raise ValueError(f"{name} must have {self.latent_channels} channels, got {C}")
-        ph, pw = self.config.patch_size[1:]
-        if H % ph or W % pw:
-            raise ValueError(f"{name} latent height/width must be multiples of {ph}, got {H}x{W}")
+        patch = tuple(self.config.patch_size[1:])
+        check_latent(
+            x, name, channels=self.latent_channels, patch=patch, device=self.device, batched=batched
+        )
 
     def _check_t(self, t: Tensor | float, batch: int) -> Tensor:
-        t = torch.as_tensor(t, dtype=torch.float32, device=self.device)
-        if t.ndim == 0:
-            t = t.expand(batch)
-        if t.shape != (batch,):
-            raise ValueError(f"t must be a scalar or have shape [{batch}], got {tuple(t.shape)}")
-        if bool((t < 0).any() or (t > 1).any()):
-            raise ValueError("t must lie in [0, 1]")
-        return t
+        return check_t(t, batch, self.device)
 
     def _check_cond(self, cond: TextCond, batch: int) -> TextCond:
-        if not isinstance(cond, TextCond):
-            raise ValueError(f"cond must be a TextCond from encode_text, got {type(cond)}")
-        if len(cond) == 1 and batch > 1:
-            cond = TextCond(cond.emb.expand(batch, -1, -1), cond.mask.expand(batch, -1))
-        if len(cond) != batch:
-            raise ValueError(f"cond has {len(cond)} prompts for a batch of {batch}")
-        return cond.to(self.device, self.dtype)
+        return check_cond(cond, batch, self.device, self.dtype)
 
     def _no_image(self) -> ConditioningNotSupported:
         return ConditioningNotSupported(
@@ -189,7 +168,7 @@ class VideoModel(nn.Module):
     def encode(self, video: Tensor) -> Tensor:
         """uint8 video [B, F, H, W, 3] (F = 4n+1) → latents [B, C, T, H/8, W/8]."""
         if not isinstance(video, Tensor) or video.ndim != 5 or video.shape[-1] != 3:
-            raise ValueError(f"video must be uint8 [B, F, H, W, 3], got {_describe(video)}")
+            raise ValueError(f"video must be uint8 [B, F, H, W, 3], got {describe(video)}")
         if video.dtype != torch.uint8:
             raise ValueError(f"video must be uint8, got {video.dtype}")
         x = video.to(self.device).permute(0, 4, 1, 2, 3)  # (B, 3, F, H, W)
@@ -201,9 +180,3 @@ def to_uint8(x: Tensor) -> Tensor:
     """VAE output [B, 3, F, H, W] in [-1, 1] → uint8 [B, F, H, W, 3]."""
     x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 4, 1).contiguous()  # (B, F, H, W, 3)
-
-
-def _describe(x: object) -> str:
-    if isinstance(x, Tensor):
-        return f"shape {tuple(x.shape)} {x.dtype}"
-    return type(x).__name__

@@ -22,12 +22,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from model.checks import check_cond, check_latent, check_t, describe
 from model.conditioning import ConditioningNotSupported, ImageCond, check_image
 from model.diffusers.cache import folder_digest
 from model.diffusers.configs import checkpoint_geometry
 from model.geometry import Geometry
 from model.text import TextCond
-from model.video import _describe, to_uint8
+from model.video import to_uint8
 
 
 class DiffusersConfig(BaseModel):
@@ -159,37 +160,13 @@ class DiffusersVideoModel:
 
     # --- velocity -------------------------------------------------------------------
     def _check_latent(self, x: Tensor, name: str) -> None:
-        if not isinstance(x, Tensor) or x.ndim != 5:
-            raise ValueError(
-                f"{name} must be a tensor of shape [B, C, T, H, W], got {_describe(x)}"
-            )
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be floating point, got {x.dtype}")
-        if x.shape[1] != self.latent_channels:
-            raise ValueError(f"{name} must have {self.latent_channels} channels, got {x.shape[1]}")
-        ph, pw = self.token_patch
-        H, W = x.shape[-2:]
-        if H % ph or W % pw:
-            raise ValueError(f"{name} latent height/width must be multiples of {ph}, got {H}x{W}")
+        check_latent(x, name, channels=self.latent_channels, patch=self.token_patch)
 
     def _check_t(self, t: Tensor | float, batch: int) -> Tensor:
-        t = torch.as_tensor(t, dtype=torch.float32, device=self.device)
-        if t.ndim == 0:
-            t = t.expand(batch)
-        if t.shape != (batch,):
-            raise ValueError(f"t must be a scalar or have shape [{batch}], got {tuple(t.shape)}")
-        if bool((t < 0).any() or (t > 1).any()):
-            raise ValueError("t must lie in [0, 1]")
-        return t
+        return check_t(t, batch, self.device)
 
     def _check_cond(self, cond: TextCond, batch: int) -> TextCond:
-        if not isinstance(cond, TextCond):
-            raise ValueError(f"cond must be a TextCond from encode_text, got {type(cond)}")
-        if len(cond) == 1 and batch > 1:
-            cond = TextCond(cond.emb.expand(batch, -1, -1), cond.mask.expand(batch, -1))
-        if len(cond) != batch:
-            raise ValueError(f"cond has {len(cond)} prompts for a batch of {batch}")
-        return cond.to(self.device, self.dtype)
+        return check_cond(cond, batch, self.device, self.dtype)
 
     def _velocity(
         self, x: Tensor, t: Tensor, cond: TextCond, image: ImageCond | None = None
@@ -265,7 +242,7 @@ class DiffusersVideoModel:
         if self.image_conditioning is None:
             raise self._no_image()
         if not isinstance(frames, Tensor) or frames.ndim != 5 or frames.shape[-1] != 3:
-            raise ValueError(f"frames must be uint8 [B, F, H, W, 3], got {_describe(frames)}")
+            raise ValueError(f"frames must be uint8 [B, F, H, W, 3], got {describe(frames)}")
         if self.image_conditioning == "channels":
             if frames.shape[1] != 1:
                 raise ValueError(
@@ -371,7 +348,7 @@ class DiffusersVideoModel:
     def encode(self, video: Tensor) -> Tensor:
         """uint8 video [B, F, H, W, 3] (F on the frame rule) → diffusion latents [B, C, T, h, w]."""
         if not isinstance(video, Tensor) or video.ndim != 5 or video.shape[-1] != 3:
-            raise ValueError(f"video must be uint8 [B, F, H, W, 3], got {_describe(video)}")
+            raise ValueError(f"video must be uint8 [B, F, H, W, 3], got {describe(video)}")
         if video.dtype != torch.uint8:
             raise ValueError(f"video must be uint8, got {video.dtype}")
         self.geometry.check_frames(video.shape[1])
