@@ -29,9 +29,9 @@ from farm import metrics
 from farm.campaign.fields import DEFAULT_PRESET
 from farm.campaign.manifest import Manifest
 from farm.campaign.spec import FailureBudget
-from farm.jobs.client import cancel_requested
 from farm.jobs.loop import render_concurrently
 from farm.jobs.options import JobOptions
+from farm.jobs.state import cancel_requested
 from farm.render.protocols import Closeable
 from farm.serve.resources import Unschedulable
 from farm.settings import get_settings

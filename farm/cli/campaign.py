@@ -170,7 +170,7 @@ def campaign_status_cmd(
     """Progress by status x locale x format, ETA, and the state with its latest job."""
     from rich.live import Live
 
-    from farm.jobs.client import campaign_status
+    from farm.jobs.state import campaign_status
 
     with errors():
         st = campaign_status(root, campaign, address)
@@ -188,7 +188,7 @@ def campaign_status_cmd(
 def campaign_list(root: str = ROOT) -> None:
     """Every campaign under the root with its counts by status."""
     from farm.campaign.tables import STATUSES
-    from farm.jobs.client import list_campaigns
+    from farm.jobs.state import list_campaigns
 
     with errors():
         rows = list_campaigns(root)

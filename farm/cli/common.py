@@ -96,7 +96,7 @@ def status_view(status) -> Group:
 
 def follow(address: str, root: str, cid: str, sid: str, timeout: float) -> None:
     """A progress bar fed by the manifest until the job ends; exit 1 unless it succeeded."""
-    from farm.jobs.client import TERMINAL_JOB, campaign_status
+    from farm.jobs.state import TERMINAL_JOB, campaign_status
 
     deadline = time.monotonic() + timeout
     with progress_bar() as bar:

@@ -13,7 +13,7 @@ Tenants: each tenant's campaigns live under its own storage root (`tenant_root`)
 farm's root for tenant ``default`` (the local demo, the CLI), ``{root}/tenants/{name}``
 for the others. Campaign ids are content hashes of the spec, so two tenants submitting
 the same spec get two campaigns, each with its own job (job ids and lookups name the
-storage root: `farm.jobs.client.submission_id`), and another tenant's campaign id is
+storage root: `farm.jobs.state.submission_id`), and another tenant's campaign id is
 simply not found (404). Tenant names are checked path-safe in the settings and again here.
 
 Prompt policy: a campaign is refused at submit (422 ``policy_violation``) when any of its
@@ -39,20 +39,17 @@ import pyarrow.parquet as pq
 
 from farm.campaign.manifest import Manifest, ManifestNotFound
 from farm.campaign.spec import CampaignSpec, SpecError, fill, load_spec
-from farm.jobs.client import (
-    TERMINAL_JOB,
-    CampaignError,
-    campaign_jobs,
-    campaign_status,
-    cancel_campaign,
-    cancel_requested,
-    list_campaigns,
-    resume_campaign,
-    root_jobs,
-    submit_campaign,
-)
+from farm.jobs.client import CampaignError, cancel_campaign, resume_campaign, submit_campaign
 from farm.jobs.inputs import Campaign
 from farm.jobs.options import JobOptions
+from farm.jobs.state import (
+    TERMINAL_JOB,
+    campaign_jobs,
+    campaign_status,
+    cancel_requested,
+    list_campaigns,
+    root_jobs,
+)
 from farm.policy import PolicyViolation, PromptPolicy
 from farm.serve.quotas import campaign_usage, check_campaign
 from farm.serve.wire import ANONYMOUS_TENANT, Limits, RequestError

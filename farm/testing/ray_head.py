@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from farm.jobs.client import TERMINAL_JOB
+from farm.jobs.state import TERMINAL_JOB
 
 VENV_BIN = Path(sys.executable).parent
 _PORTS = (

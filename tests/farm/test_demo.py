@@ -101,7 +101,7 @@ def test_campaigns_over_http(tmp_path):
     import pyarrow.parquet as pq
     import requests
 
-    from farm.jobs.client import submission_id
+    from farm.jobs.state import submission_id
     from farm.local_farm import demo_settings, local_farm
 
     root = str(tmp_path / "farm-data")

@@ -18,17 +18,16 @@ from typer.testing import CliRunner
 from farm.campaign.manifest import Manifest
 from farm.cli import app
 from farm.jobs.client import (
-    campaign_jobs,
     cancel_campaign,
     prepare_campaign,
     resume_campaign,
-    submission_id,
     submit_campaign,
     wait_for,
 )
 from farm.jobs.inputs import load_campaign
 from farm.jobs.loop import render_concurrently
 from farm.jobs.options import JobOptions
+from farm.jobs.state import campaign_jobs, submission_id
 from farm.output.media import probe_mp4
 from tests.helpers.campaigns import (
     completed_events,
@@ -239,7 +238,7 @@ def test_cancel_stops_dispatch_and_marks_the_rest(tmp_path):
 
 def test_failure_budget_stops_dispatch_and_says_why(tmp_path):
     from farm.campaign.spec import FailureBudget
-    from farm.jobs.client import campaign_status
+    from farm.jobs.state import campaign_status
     from farm.render.executors import LocalExecutor
 
     root, manifest = _local_campaign(tmp_path, "budget")
@@ -289,7 +288,7 @@ def test_submission_ids_are_per_storage_root(tmp_path, monkeypatch):
 
 def test_campaign_state_joins_the_manifest_and_the_job(tmp_path):
     """A dead job with work left is `stalled` and resumable, never `running`."""
-    from farm.jobs.client import JobState, campaign_status
+    from farm.jobs.state import JobState, campaign_status
 
     root, manifest = _local_campaign(tmp_path, "state")
     cid = manifest.campaign_id

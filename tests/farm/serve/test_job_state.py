@@ -20,7 +20,8 @@ import pytest
 import requests
 
 from farm.campaign.manifest import Manifest
-from farm.jobs.client import submission_id, wait_for
+from farm.jobs.client import wait_for
+from farm.jobs.state import submission_id
 from farm.serve.app import FarmAppArgs, build_app
 from farm.serve.campaigns import tenant_root
 from farm.settings import hash_token
