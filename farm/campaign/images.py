@@ -7,8 +7,9 @@ the feed (`reference_image` column) and the render path (the end card, first fra
    relative to the spec's directory (`ImageAccess.base`). Without a base (a spec sent as
    text), a relative path is an error, never resolved against the current directory.
 2. `ImageAccess.allowed` lists the URL prefixes images may come from (None: anywhere
-   readable). A served farm passes its own storage, so a spec never makes it read a path
-   of the sender's choosing.
+   readable; `..` and symlinks are resolved before the check). A served farm reads none
+   unless it names its image storage (`load_spec(..., model=...)`), so a spec never makes
+   it read a path of the sender's choosing. Only regular files are read.
 3. An image is accepted when it exists, is at most `MAX_BYTES`, its format is PNG, JPEG or
    WebP (checked by Pillow's own identification, not the file name, and other formats are
    refused even where Pillow reads them), its pixel count read from the header is at most
