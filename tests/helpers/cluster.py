@@ -18,6 +18,7 @@ import requests
 from ray import serve
 from ray.serve import Application
 
+from farm.serve.app import FarmAppArgs, build_app
 from farm.testing.ray_head import RayHead, free_ports, ray_head
 
 # Logical CPUs of the head: what the hungriest module holds at once (test_reliability's
@@ -116,3 +117,16 @@ def deployed(
         _wait_until(
             lambda: _cpus_free() >= before, timeout_s=60, what=f"the CPUs of {name} to be free"
         )
+
+
+def tiny_farm_app(root: object, **settings: object) -> Application:
+    """The farm app as the serve tests run it: the tiny model, one single-threaded Renderer
+    replica, a Director that takes no CPU of its own; `settings` (any FarmAppArgs) on top."""
+    base = {
+        "model": "tiny",
+        "storage_root": str(root),
+        "renderer_max_replicas": 1,
+        "renderer_threads": 1,
+        "director_num_cpus": 0,
+    }
+    return build_app(FarmAppArgs(**(base | settings)))

@@ -26,9 +26,8 @@ from farm.jobs.inputs import Campaign
 from farm.jobs.loop import render_concurrently
 from farm.jobs.options import JobOptions
 from farm.render.executors import LocalExecutor
-from farm.serve.app import FarmAppArgs, build_app
 from farm.serve.campaigns import tenant_root
-from tests.helpers.cluster import deployed
+from tests.helpers.cluster import deployed, tiny_farm_app
 from tests.helpers.paths import REPO
 
 TOKEN, OTHER = "acme-dashboard-token", "globex-dashboard-token"
@@ -70,16 +69,12 @@ def farm(serve_http, tmp_path_factory) -> Farm:
     tokens = {
         hashlib.sha256(t.encode()).hexdigest(): n for t, n in [(TOKEN, "acme"), (OTHER, "globex")]
     }
-    args = FarmAppArgs(
-        model="tiny",
-        storage_root=root,
-        renderer_max_replicas=1,
-        renderer_threads=1,
-        director_num_cpus=0,
+    app = tiny_farm_app(
+        root,
         tokens=tokens,
     )
     # At /: the page's links and the media URLs are absolute.
-    with deployed(build_app(args), "dashboard", "/", http=serve_http):
+    with deployed(app, "dashboard", "/", http=serve_http):
         yield Farm(serve_http, manifest, manifest.campaign_id, base)
 
 

@@ -22,11 +22,10 @@ import requests
 from farm.campaign.manifest import Manifest
 from farm.jobs.client import wait_for
 from farm.jobs.state import submission_id
-from farm.serve.app import FarmAppArgs, build_app
 from farm.serve.campaigns import tenant_root
 from farm.settings import hash_token
 from tests.helpers.campaigns import completed_events, count, wait_until, write_spec
-from tests.helpers.cluster import deployed
+from tests.helpers.cluster import deployed, tiny_farm_app
 
 pytestmark = pytest.mark.slow
 
@@ -39,17 +38,13 @@ ACME = {"Authorization": f"Bearer {TOKEN}"}
 def farm(ray_cluster, serve_http, tmp_path_factory):
     """(API base URL, Jobs API address, storage root) of the app, campaign jobs on the head."""
     root = tmp_path_factory.mktemp("job-state") / "farm-data"
-    args = FarmAppArgs(
-        model="tiny",
-        storage_root=str(root),
-        renderer_max_replicas=1,
-        renderer_threads=1,
-        director_num_cpus=0,
+    app = tiny_farm_app(
+        str(root),
         tokens={hash_token(TOKEN): "acme"},
         jobs_address=ray_cluster.dashboard_url,
         app_name=APP,
     )
-    with deployed(build_app(args), APP, "/", http=serve_http):
+    with deployed(app, APP, "/", http=serve_http):
         yield serve_http, ray_cluster.dashboard_url, root
 
 

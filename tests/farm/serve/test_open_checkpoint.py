@@ -15,10 +15,9 @@ import requests
 
 from farm.campaign.manifest import Manifest
 from farm.output.media import probe_mp4
-from farm.serve.app import FarmAppArgs, build_app
 from farm.settings import hash_token
 from tests.helpers.campaigns import statuses, wait_until, write_spec
-from tests.helpers.cluster import deployed
+from tests.helpers.cluster import deployed, tiny_farm_app
 
 pytestmark = pytest.mark.slow
 
@@ -31,17 +30,14 @@ ACME = {"Authorization": f"Bearer {TOKEN}"}
 def farm(ray_cluster, serve_http, tmp_path_factory, tiny_wan):
     """(API base URL, storage root) of an app whose Renderer pool serves the tiny Wan."""
     root = tmp_path_factory.mktemp("open-checkpoint") / "farm-data"
-    args = FarmAppArgs(
+    app = tiny_farm_app(
+        str(root),
         model=tiny_wan,
-        storage_root=str(root),
-        renderer_max_replicas=1,
-        renderer_threads=1,
-        director_num_cpus=0,
         tokens={hash_token(TOKEN): "acme"},
         jobs_address=ray_cluster.dashboard_url,
         app_name=APP,
     )
-    with deployed(build_app(args), APP, "/", http=serve_http):
+    with deployed(app, APP, "/", http=serve_http):
         yield serve_http, root
 
 

@@ -22,12 +22,11 @@ import requests
 from farm.campaign.spec import load_spec
 from farm.jobs.client import prepare_campaign
 from farm.jobs.inputs import Campaign
-from farm.serve.app import FarmAppArgs, build_app
 from farm.serve.campaigns import resume, tenant_root
 from farm.serve.quotas import campaign_usage, seconds_to_midnight
 from farm.serve.wire import RequestError
 from farm.settings import Quota, hash_token
-from tests.helpers.cluster import deployed
+from tests.helpers.cluster import deployed, tiny_farm_app
 from tests.helpers.paths import EXAMPLE_SPEC
 
 TENANTS = ["acme", "globex", "initech", "hooli", "loop", "burst"]
@@ -50,12 +49,8 @@ EXAMPLE_VARIANTS = Campaign.of_spec(load_spec(SPEC, fmt="yaml")).variants
 @pytest.fixture(scope="module")
 def url(serve_http, tmp_path_factory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("quotas") / "root"
-    args = FarmAppArgs(
-        model="tiny",
-        storage_root=str(root),
-        renderer_max_replicas=1,
-        renderer_threads=1,
-        director_num_cpus=0,
+    app = tiny_farm_app(
+        str(root),
         # More render slots than the event loop's default thread pool has threads (at most
         # 32): renders there left no thread for a create's storage check.
         director_max_videos=40,
@@ -63,7 +58,7 @@ def url(serve_http, tmp_path_factory) -> Iterator[str]:
         quotas=QUOTAS,
         jobs_address="http://127.0.0.1:9",  # nothing listens: quota refusals come first
     )
-    with deployed(build_app(args), "quotas", "/quotas", http=serve_http):
+    with deployed(app, "quotas", "/quotas", http=serve_http):
         base = f"{serve_http}/quotas"
         yield base
         for tenant in TENANTS:  # free the Renderer before the app goes

@@ -16,11 +16,10 @@ import requests
 
 from farm.campaign.manifest import Manifest
 from farm.jobs.client import wait_for
-from farm.serve.app import FarmAppArgs, build_app
 from farm.serve.campaigns import tenant_root
 from farm.settings import hash_token
 from tests.helpers.campaigns import wait_until, write_spec
-from tests.helpers.cluster import deployed
+from tests.helpers.cluster import deployed, tiny_farm_app
 
 pytestmark = pytest.mark.slow
 
@@ -42,17 +41,13 @@ class Farm:
 def farm(ray_cluster, serve_http, tmp_path_factory):
     """The farm's app, two tenants' tokens, campaign jobs on the session head."""
     root = tmp_path_factory.mktemp("tenants") / "farm-data"
-    args = FarmAppArgs(
-        model="tiny",
-        storage_root=str(root),
-        renderer_max_replicas=1,
-        renderer_threads=1,
-        director_num_cpus=0,
+    app = tiny_farm_app(
+        str(root),
         tokens=TOKENS,
         jobs_address=ray_cluster.dashboard_url,
         app_name=APP,
     )
-    with deployed(build_app(args), APP, "/", http=serve_http):
+    with deployed(app, APP, "/", http=serve_http):
         yield Farm(serve_http, ray_cluster.dashboard_url, root)
 
 
