@@ -28,7 +28,9 @@ API_PORT = typer.Option(8000, help="The farm's HTTP API port (127.0.0.1).")
 
 @app.command()
 def demo(
-    spec_path: str = typer.Option("examples/campaign.yaml", "--spec", help="Campaign to run."),
+    spec_path: str = typer.Option(
+        "examples/packshot-campaign.yaml", "--spec", help="Campaign to run."
+    ),
     root: str = typer.Option(
         setting_default("storage_root"), help="Storage root (local dir or fsspec URL)."
     ),

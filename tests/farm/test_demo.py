@@ -30,7 +30,10 @@ def own_ray():
 
 
 def test_demo_renders_every_variant_through_serve_and_a_job(tmp_path):
-    spec = yaml.safe_load(Path("examples/campaign.yaml").read_text(encoding="utf-8"))
+    """What `make demo` runs (its packshot campaign, cut down) on Serve and a Ray Job: the
+    job opens the product images where it runs and every ad ends on its packshot."""
+    text = Path("examples/packshot-campaign.yaml").read_text(encoding="utf-8")
+    spec = yaml.safe_load(text.replace(": assets/", f": {Path('examples').resolve()}/assets/"))
     spec["products"] = spec["products"][:1]
     spec["locales"] = {k: spec["locales"][k] for k in ("zh-CN", "ar-SA")}
     spec["formats"] = [{"name": "square", "aspect": "1:1", "width": 64, "height": 64}]
@@ -76,6 +79,12 @@ def test_demo_renders_every_variant_through_serve_and_a_job(tmp_path):
     for vid, frames in served.items():
         assert frames.shape == in_process[vid].shape
         assert psnr(in_process[vid], frames) > 40, vid
+    # ... and each ad ends on its packshot: the job opened the images where it ran.
+    from farm.jobs.inputs import load_campaign
+
+    for v in load_campaign(path).variants.to_pylist():
+        frames = served[v["variant_id"]]
+        assert psnr(_end_card(v, 64, 64), frames[-1]) > 30, v["variant_id"]
 
 
 def _frames(path: str) -> np.ndarray:
@@ -207,9 +216,7 @@ def test_the_packshot_example_ends_each_ad_on_its_product(tmp_path):
     """`farm demo --spec examples/packshot-campaign.yaml`: every ad closes on the real packshot."""
     import shutil
 
-    from farm.campaign.images import open_image
     from farm.jobs.inputs import load_campaign
-    from farm.output.endcard import render_card
 
     example = load_campaign("examples/packshot-campaign.yaml").variants
     assert example.num_rows == 12 and {round(s, 3) for s in example["end_card_s"].to_pylist()} == {
@@ -232,18 +239,27 @@ def test_the_packshot_example_ends_each_ad_on_its_product(tmp_path):
     variants = {v["variant_id"]: v for v in load_campaign(path).variants.to_pylist()}
     for row in rows:
         v = variants[row["variant_id"]]
-        card, _ = render_card(
-            128,
-            128,
-            packshot=open_image(v["reference_image"]),
-            logo=open_image(v["logo"]),
-            cta=v["cta"],
-            locale=v["locale"],
-            aspect="1:1",
-            background=v["end_card_background"],
-        )
         frames = _frames(row["output_url"])
+        card = _end_card(v, 128, 128)
         assert psnr(card, frames[-1]) > 30 and psnr(card, frames[0]) < 20, v["product_id"]
+
+
+def _end_card(v: dict, width: int, height: int) -> np.ndarray:
+    """The end card a variant row asks for, drawn straight from its images (1:1 formats)."""
+    from farm.campaign.images import open_image
+    from farm.output.endcard import render_card
+
+    card, _ = render_card(
+        width,
+        height,
+        packshot=open_image(v["reference_image"]),
+        logo=open_image(v["logo"]),
+        cta=v["cta"],
+        locale=v["locale"],
+        aspect="1:1",
+        background=v["end_card_background"],
+    )
+    return card
 
 
 def campaign_id_of(path: Path) -> str:
