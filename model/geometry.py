@@ -143,6 +143,14 @@ class Geometry(BaseModel):
         self.check_size(width, height)
         return height // self.spatial_stride, width // self.spatial_stride
 
+    def latent_shape(
+        self, channels: int, frames: int, height: int, width: int
+    ) -> tuple[int, int, int, int]:
+        """(C, T, H, W) of the latent of a `frames` x `height` x `width` clip (checked)."""
+        T = self.latent_frames(frames)
+        H, W = self.latent_size(width, height)
+        return (channels, T, H, W)
+
     def latent_tokens(self, frames: Any, width: Any, height: Any) -> np.ndarray:
         """Transformer tokens of clips (arrays or numbers): latent frames x token rows x cols.
 

@@ -70,10 +70,7 @@ class VideoModel(nn.Module):
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C, T, H, W) of the latent for a video of `frames` x `height` x `width` pixels."""
-        geometry = self.geometry
-        T = geometry.latent_frames(frames)
-        H, W = geometry.latent_size(width, height)
-        return (self.latent_channels, T, H, W)
+        return self.geometry.latent_shape(self.latent_channels, frames, height, width)
 
     def timesteps(
         self,

@@ -112,6 +112,7 @@ class RayExecutor:
         self.bytes_received = 0
         self.halo_bytes = 0  # overlap frames sent replica to replica (halo exchange)
         self._shapes: dict[tuple, tuple] = {}
+        self._schedules: dict[tuple, list[float]] = {}
         self._model_info: dict[str, str] | None = None
 
     @property
@@ -130,8 +131,11 @@ class RayExecutor:
         return self._shapes[key]
 
     def timesteps(self, steps: int, frames: int, height: int, width: int) -> list[float]:
-        """The model's schedule for this size (asked of one actor)."""
-        return self._run([("timesteps", (steps, frames, height, width))])[0]
+        """The model's schedule for this size (asked of one actor, once per steps and size)."""
+        key = (steps, frames, height, width)
+        if key not in self._schedules:
+            self._schedules[key] = list(self._run([("timesteps", key)])[0])
+        return self._schedules[key]
 
     def _per_call(self, guidance: float) -> int:
         """Window-steps per actor call: a guided step is two rows of a forward."""

@@ -177,8 +177,8 @@ def submit(
         raise RequestError(422, "invalid_campaign", str(e), path) from None
     check_spec(spec, limits or Limits(), policy or PromptPolicy())
     campaign = Campaign.of_spec(spec)  # parsed once, here; the job client takes it typed
+    base = tenant_root(root, tenant)
     if quota is not None:
-        base = tenant_root(root, tenant)
         check_quota(
             quota, tenant, base, jobs_address, campaign.campaign_id, campaign.variants.num_rows
         )
@@ -186,7 +186,7 @@ def submit(
         cid, sid = submit_campaign(
             campaign,
             address=jobs_address,
-            root=tenant_root(root, tenant),
+            root=base,
             options=JobOptions(serve_app=app),
             # The jobs_python setting, else the replicas' own environment (the farm's).
             python=python or shlex.quote(sys.executable),

@@ -38,6 +38,7 @@ class ServeExecutor:
         self.resender = Resender(max_resends, pool="Renderer replica")
         self.timeout_s = timeout_s
         self._shapes: dict[tuple, tuple[int, int, int, int]] = {}
+        self._schedules: dict[tuple, list[float]] = {}
         self._info: dict[str, str] | None = None
 
     @property
@@ -53,8 +54,11 @@ class ServeExecutor:
         return self._shapes[key]
 
     def timesteps(self, steps: int, frames: int, height: int, width: int) -> list[float]:
-        """The pool's model's schedule for this size (every replica holds the same model)."""
-        return self._run([("timesteps", (steps, frames, height, width))])[0]
+        """The pool's model's schedule for this size (asked once per steps and size)."""
+        key = (steps, frames, height, width)
+        if key not in self._schedules:
+            self._schedules[key] = list(self._run([("timesteps", key)])[0])
+        return self._schedules[key]
 
     def model_info(self) -> dict[str, str]:
         """The pool's model (every replica loads the same reference)."""

@@ -30,8 +30,7 @@ class FunctionExecutor:
         self.shift = ModelConfig.model_fields["shift"].default  # the bundled models' schedule
 
     def latent_shape(self, frames: int, height: int, width: int):
-        T = self.geometry.latent_frames(frames)
-        return (self.channels, T, *self.geometry.latent_size(width, height))
+        return self.geometry.latent_shape(self.channels, frames, height, width)
 
     def timesteps(self, steps: int, frames: int, height: int, width: int) -> list[float]:
         return flow_timesteps(steps, self.shift).tolist()

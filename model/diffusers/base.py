@@ -14,6 +14,7 @@ pipeline takes them; on "timestep" families this class sets their velocity to 0.
 
 from __future__ import annotations
 
+import abc
 import inspect
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,8 +51,12 @@ def call_default(pipe: Any, name: str) -> Any:
     return inspect.signature(type(pipe).__call__).parameters[name].default
 
 
-class DiffusersVideoModel:
-    """A diffusers text-to-video pipeline behind the model contract (see module docstring)."""
+class DiffusersVideoModel(abc.ABC):
+    """A diffusers text-to-video pipeline behind the model contract (see module docstring).
+
+    Each family (`wan`, `ltx`, `cogvideox`) implements the abstract methods: its latent
+    channels, its scheduler's schedule, its prompt encoding, its transformer call and its VAE.
+    """
 
     family: ClassVar[str]
     REQUIRED: ClassVar[tuple[str, ...]] = ("vae", "text_encoder", "tokenizer", "scheduler")
@@ -102,8 +107,9 @@ class DiffusersVideoModel:
         return self.weights_sha256
 
     @property
+    @abc.abstractmethod
     def latent_channels(self) -> int:
-        raise NotImplementedError
+        """Channels of the diffusion latent (the VAE's, or the transformer's input)."""
 
     @property
     def image_conditioning(self) -> str | None:
@@ -131,10 +137,9 @@ class DiffusersVideoModel:
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C, T, H, W) of the latent for a video of `frames` x `height` x `width` pixels."""
-        T = self.geometry.latent_frames(frames)
-        H, W = self.geometry.latent_size(width, height)
-        return (self.latent_channels, T, H, W)
+        return self.geometry.latent_shape(self.latent_channels, frames, height, width)
 
+    @abc.abstractmethod
     def timesteps(
         self,
         steps: int,
@@ -143,12 +148,11 @@ class DiffusersVideoModel:
         width: int | None = None,
     ) -> Tensor:
         """The checkpoint scheduler's Euler schedule as flow times [steps + 1], 1 → 0."""
-        raise NotImplementedError
 
     # --- text -----------------------------------------------------------------------
+    @abc.abstractmethod
     def _encode_prompts(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         """Embeddings [B, L, D] and mask [B, L] of the pipeline's own prompt encoding."""
-        raise NotImplementedError
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> TextCond:
@@ -168,10 +172,11 @@ class DiffusersVideoModel:
     def _check_cond(self, cond: TextCond, batch: int) -> TextCond:
         return check_cond(cond, batch, self.device, self.dtype)
 
+    @abc.abstractmethod
     def _velocity(
         self, x: Tensor, t: Tensor, cond: TextCond, image: ImageCond | None = None
     ) -> Tensor:
-        raise NotImplementedError
+        """The family's transformer: v = ε − x0 of x [B, C, T, H, W] at checked t and cond."""
 
     @torch.no_grad()
     def velocity(
@@ -256,17 +261,20 @@ class DiffusersVideoModel:
         return ImageCond.from_latents(self.encode(frames))
 
     def _encode_image_channels(self, frames: Tensor, latent_frames: int) -> ImageCond:
-        """`encode_image` for a "channels" family (its pipeline's own recipe)."""
-        raise NotImplementedError
+        """`encode_image` for a "channels" family (its pipeline's own recipe): Wan's; a family
+        that declares channel conditioning must bring one."""
+        raise ConditioningNotSupported(
+            f"{type(self).__name__} declares channel conditioning but has no image recipe"
+        )
 
     # --- pixels ---------------------------------------------------------------------
+    @abc.abstractmethod
     def _decode(self, z: Tensor) -> Tensor:
         """Diffusion latents [B, C, T, H, W] → video [B, 3, F, H', W'] in [-1, 1]."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _encode_video(self, x: Tensor) -> Tensor:
         """Video [B, 3, F, H, W] in [-1, 1] → diffusion latents (the VAE's mode)."""
-        raise NotImplementedError
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
